@@ -1,0 +1,131 @@
+"""The network in PyTorch: the forward pass by hand, every gradient from autograd.
+
+No derivative is written here: ``torch.autograd.grad`` differentiates the loss and a no-grad
+``W -= lr * dW`` applies the update (what ``torch.optim.SGD`` does without momentum, minus its
+per-step bookkeeping, which costs more than this whole network's arithmetic).
+``loss_and_grads`` evaluates many parameter points at once with ``torch.func.vmap`` over
+``torch.func.grad_and_value``.
+
+Weights are leaf tensors built from the shared NumPy draw (never from torch's own generator) in
+an explicit dtype; torch's default dtype (float32) is never relied on.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from implementations.contract import Network, Params, Progress, Trajectory, check_params
+
+NAME = "torch"
+
+#: Dtypes this implementation computes natively in.
+DTYPES = ("float64", "float32")
+
+ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "identity": lambda Z: Z,
+}
+
+
+def _torch_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ValueError(f"{NAME} does not compute in {dtype}; it supports {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
+
+
+def forward(net: Network, weights: list[torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """The network output ``A_L``; ``Z = A_prev @ W``, ``A = activation(Z)`` per layer."""
+    A = X
+    for W, activation in zip(weights, net.activations, strict=True):
+        Z = A @ W
+        A = ACTIVATIONS[activation](Z)
+    return A
+
+
+def loss(A_out: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """``sum((A_out - Y) ** 2) / (2 * Y.numel())``."""
+    return ((A_out - Y) ** 2).sum() / (2 * Y.numel())
+
+
+def _tensors(net: Network, params: Params, X: np.ndarray, Y: np.ndarray | None, dtype: str):
+    check_params(net, params)
+    tdtype = _torch_dtype(dtype)
+    weights = [torch.tensor(np.asarray(params[n]), dtype=tdtype) for n in net.param_names]
+    X = torch.as_tensor(np.asarray(X), dtype=tdtype)
+    Y = None if Y is None else torch.as_tensor(np.asarray(Y), dtype=tdtype)
+    return weights, X, Y
+
+
+def loss_and_grads(
+    net: Network, params_batch: Params, X: np.ndarray, Y: np.ndarray, dtype: str = "float64"
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Loss ``(B,)`` and gradients ``{name: (B, in, out)}`` at a batch of parameter points."""
+    weights, X, Y = _tensors(net, params_batch, X, Y, dtype)
+
+    def loss_at(point: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return loss(forward(net, list(point), X), Y)
+
+    grads, losses = torch.func.vmap(torch.func.grad_and_value(loss_at))(tuple(weights))
+    return losses.double().numpy(), {
+        name: g.double().numpy() for name, g in zip(net.param_names, grads, strict=True)
+    }
+
+
+def predict(net: Network, params: Params, X: np.ndarray, dtype: str = "float64") -> np.ndarray:
+    """The network output ``A_L`` for the rows of ``X``, computed in ``dtype``."""
+    weights, X, _ = _tensors(net, params, X, None, dtype)
+    with torch.no_grad():
+        return forward(net, weights, X).double().numpy()
+
+
+def train(
+    net: Network,
+    params: Params,
+    X: np.ndarray,
+    Y: np.ndarray,
+    lr: float,
+    steps: int,
+    dtype: str = "float64",
+    progress: Progress | None = None,
+) -> Trajectory:
+    """Full-batch gradient descent with autograd, recording every step."""
+    started = time.perf_counter()
+    weights, X, Y = _tensors(net, params, X, Y, dtype)
+    for W in weights:
+        W.requires_grad_(True)
+    lr = torch.tensor(lr, dtype=weights[0].dtype)
+    # Records are kept as tensors in lists and stacked once after the loop: indexing into a
+    # preallocated tensor costs a dispatcher call per record, more than the network itself.
+    losses, predictions, history, grad_history = [], [], [], []
+    report_every = max(1, steps // 100)
+    for step in range(steps + 1):
+        A_out = forward(net, weights, X)
+        step_loss = loss(A_out, Y)
+        losses.append(step_loss.detach())
+        predictions.append(A_out.detach().argmax(dim=-1))
+        history.append([W.detach().clone() for W in weights])
+        if step == steps:
+            break  # the last state is the trained model: no update follows it
+        dW = torch.autograd.grad(step_loss, weights)
+        grad_history.append(dW)
+        with torch.no_grad():
+            for W, dW_i in zip(weights, dW, strict=True):
+                W -= lr * dW_i
+        if progress is not None and (step + 1) % report_every == 0:
+            progress(step + 1)
+
+    def stacked(records: list, index: int) -> np.ndarray:
+        return torch.stack([record[index] for record in records]).double().numpy()
+
+    return Trajectory(
+        framework=NAME,
+        dtype=dtype,
+        losses=torch.stack(losses).double().numpy(),
+        grads={n: stacked(grad_history, i) for i, n in enumerate(net.param_names)},
+        weights={n: stacked(history, i) for i, n in enumerate(net.param_names)},
+        train_predictions=torch.stack(predictions).numpy(),
+        seconds=time.perf_counter() - started,
+    )
