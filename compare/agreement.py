@@ -105,13 +105,15 @@ def compare_series(
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
         raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
-    same_nonfinite = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        abs_error = np.where(same_nonfinite, 0.0, np.abs(actual - expected))
+    same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+    finite = np.isfinite(expected)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        abs_error = np.where(same, 0.0, np.abs(actual - expected))
         abs_error = np.where(np.isnan(abs_error), np.inf, abs_error)
         rel_error = np.where(abs_error == 0, 0.0, abs_error / np.abs(expected))
-    allowed = tolerance.atol + tolerance.rtol * np.abs(expected)
-    failing = ~(abs_error <= np.where(np.isnan(allowed), np.inf, allowed))
+        allowed = tolerance.atol + tolerance.rtol * np.abs(np.where(finite, expected, 0.0))
+    # A non-finite reference value is matched only by the identical value.
+    failing = ~(same | (finite & (abs_error <= allowed)))
     steps = abs_error.shape[0]
     per_step = abs_error.reshape(steps, -1)
     worst = np.unravel_index(int(np.argmax(per_step)), per_step.shape) if steps else (0, 0)
