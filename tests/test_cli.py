@@ -33,24 +33,43 @@ def test_agreeing_run_exits_0_and_writes_the_report(capsys, tmp_path):
     assert set(document["frameworks"]) == {"numpy", "torch", "jax"}
     assert {"python", "numpy", "torch", "jax", "platform"} <= set(document["environment"])
     row = document["comparisons"][0]
-    for key in ("framework", "against", "mode", "quantity", "max_abs", "max_rel", "worst_step",
-                "first_failing_step", "rtol", "atol"):
+    for key in (
+        "framework",
+        "against",
+        "mode",
+        "quantity",
+        "max_abs",
+        "max_rel",
+        "worst_step",
+        "first_failing_step",
+        "rtol",
+        "atol",
+    ):
         assert key in row
     assert len(document["comparisons"]) == 2 * 9
 
 
 def test_a_disagreement_exits_1_and_names_step_and_quantity(capsys):
     # With zero tolerance even float64 rounding differences between frameworks count.
-    code, out, _ = _run(capsys, *SHORT, "--rtol", "0", "--atol", "0", "--frameworks",
-                        "numpy,torch", "--in-process")
+    code, out, _ = _run(
+        capsys, *SHORT, "--rtol", "0", "--atol", "0", "--frameworks", "numpy,torch", "--in-process"
+    )
     assert code == 1
     verdict = out.strip().splitlines()[-1]
     assert verdict.startswith("FAIL") and "torch" in verdict and "first at step" in verdict
 
 
 def test_subset_of_frameworks_and_another_network(capsys):
-    code, out, err = _run(capsys, *SHORT, "--frameworks", "numpy,jax", "--hidden", "5,5",
-                          "--activation", "sigmoid,identity,sigmoid")
+    code, out, err = _run(
+        capsys,
+        *SHORT,
+        "--frameworks",
+        "numpy,jax",
+        "--hidden",
+        "5,5",
+        "--activation",
+        "sigmoid,identity,sigmoid",
+    )
     assert code == 0, err
     assert "4-5-5-3 (sigmoid, identity, sigmoid)" in out and "torch" not in out
 
@@ -108,9 +127,11 @@ def test_report_replaces_its_own_earlier_report(capsys, tmp_path):
 
 
 def test_a_missing_framework_says_what_to_install(capsys, monkeypatch):
-    monkeypatch.setitem(implementations.IMPLEMENTATIONS, "torch",
-                        ("implementations.torch_autograd", "torch_is_not_here",
-                         "crosscheck[torch]"))
+    monkeypatch.setitem(
+        implementations.IMPLEMENTATIONS,
+        "torch",
+        ("implementations.torch_autograd", "torch_is_not_here", "crosscheck[torch]"),
+    )
     code, _, err = _run(capsys, *SHORT)
     assert code == 2
     assert "torch is not installed" in err and "pip install" in err and "crosscheck[torch]" in err
@@ -120,7 +141,9 @@ def test_a_missing_framework_says_what_to_install(capsys, monkeypatch):
 def test_python_dash_m_compare_is_the_same_command():
     completed = subprocess.run(
         [sys.executable, "-m", "compare", "run", *SHORT, "--frameworks", "numpy,jax"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
         env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
     )
     assert completed.returncode == 0, completed.stderr

@@ -21,10 +21,17 @@ def _by_quantity(comparisons, framework):
 def test_every_quantity_agrees_at_every_step(reference_run, reference_comparisons, framework):
     found = _by_quantity(reference_comparisons, framework)
     names = reference_run.network.param_names
-    expected = {"loss", "train_accuracy", "test_outputs", "test_predictions", "test_accuracy",
-                *(f"grad:{n}" for n in names), *(f"weight:{n}" for n in names)}
+    expected = {
+        "loss",
+        "train_accuracy",
+        "test_outputs",
+        "test_predictions",
+        "test_accuracy",
+        *(f"grad:{n}" for n in names),
+        *(f"weight:{n}" for n in names),
+    }
     assert set(found) == expected
-    for quantity, comparison in found.items():
+    for comparison in found.values():
         assert comparison.passed, report.failure_message(comparison)
         assert comparison.against == "numpy" and comparison.mode == "independent"
     steps = reference_run.recipe.steps
@@ -64,8 +71,9 @@ def test_a_wrong_sigmoid_derivative_is_caught_at_step_0_in_the_gradients():
     wrong = _numpy_copy("wrong_sigmoid_derivative")
     # The classic slip: dA/dZ written as A instead of A * (1 - A).
     wrong.ACTIVATIONS["sigmoid"] = (wrong.sigmoid, lambda Z, A: A)
-    result = harness.run(Recipe(steps=50), ["numpy", "torch"],
-                         modules={"numpy": numpy_manual, "torch": wrong})
+    result = harness.run(
+        Recipe(steps=50), ["numpy", "torch"], modules={"numpy": numpy_manual, "torch": wrong}
+    )
     found = _by_quantity(agreement.compare_run(result), "torch")
     assert not found["grad:W2"].passed and found["grad:W2"].first_failing_step == 0
     assert not found["grad:W1"].passed and found["grad:W1"].first_failing_step == 0
@@ -84,8 +92,9 @@ def test_a_tiny_error_in_the_update_is_caught_at_the_first_step_it_touches():
     wrong.train = lambda net, params, X, Y, lr, *args, **kwargs: real_train(
         net, params, X, Y, lr * (1 + 1e-6), *args, **kwargs
     )
-    result = harness.run(Recipe(steps=20), ["numpy", "jax"],
-                         modules={"numpy": numpy_manual, "jax": wrong})
+    result = harness.run(
+        Recipe(steps=20), ["numpy", "jax"], modules={"numpy": numpy_manual, "jax": wrong}
+    )
     found = _by_quantity(agreement.compare_run(result), "jax")
     # Step 0's gradients are taken at the shared initial weights, so they still agree.
     assert found["grad:W1"].first_failing_step > 0
@@ -108,8 +117,8 @@ def test_compare_series_names_the_step_and_element_of_a_planted_error():
 def test_compare_series_uses_the_assert_allclose_rule():
     expected = np.array([[1.0, 0.0]])
     tolerance = agreement.Tolerance(rtol=1e-3, atol=1e-6)
-    inside = agreement.compare_series(expected + [[9e-4, 9e-7]], expected, tolerance)
-    outside = agreement.compare_series(expected + [[0, 2e-6]], expected, tolerance)
+    inside = agreement.compare_series(expected + np.array([[9e-4, 9e-7]]), expected, tolerance)
+    outside = agreement.compare_series(expected + np.array([[0, 2e-6]]), expected, tolerance)
     assert inside["first_failing_step"] is None
     assert outside["first_failing_step"] == 0 and outside["first_failing_index"] == (1,)
     assert outside["max_rel"] == np.inf  # relative to an exact zero
@@ -119,6 +128,7 @@ def test_non_finite_values_agree_only_with_the_same_value():
     expected = np.array([[np.nan, np.inf, 1.0]])
     same = agreement.compare_series(expected.copy(), expected, agreement.EXACT)
     assert same["first_failing_step"] is None
-    different = agreement.compare_series(np.array([[np.nan, 1.0, np.nan]]), expected,
-                                         agreement.EXACT)
+    different = agreement.compare_series(
+        np.array([[np.nan, 1.0, np.nan]]), expected, agreement.EXACT
+    )
     assert different["mismatched"] == 2

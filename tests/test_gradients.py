@@ -65,7 +65,10 @@ def test_gradient_matches_central_differences(framework, recipe):
     analytic = gradient(point)
     scale = np.abs(analytic).max()
     np.testing.assert_allclose(
-        analytic, numeric, rtol=1e-5, atol=1e-7 * scale,
+        analytic,
+        numeric,
+        rtol=1e-5,
+        atol=1e-7 * scale,
         err_msg=f"{framework} gradient disagrees with finite differences on {net.describe()}",
     )
     # scipy's own checker (forward differences, error O(h)) agrees to 1e-5 of the gradient's size.
@@ -94,15 +97,20 @@ def test_the_finite_difference_check_catches_a_wrong_gradient():
     point = _flat(params)
 
     def loss(vector):
-        return module.loss_and_grads(net, {n: w[None] for n, w in _unflat(net, vector).items()},
-                                     X, Y)[0][0]
+        return module.loss_and_grads(
+            net, {n: w[None] for n, w in _unflat(net, vector).items()}, X, Y
+        )[0][0]
 
     def wrong_gradient(vector):
         p = _unflat(net, vector)
         layers = module.forward(net, p, X)
         delta2 = (layers[1].A - Y) / Y.size  # forgot dA2/dZ2
-        return _flat({"W1": X.T @ ((delta2 @ p["W2"].T) * layers[0].A * (1 - layers[0].A)),
-                      "W2": layers[0].A.T @ delta2})
+        return _flat(
+            {
+                "W1": X.T @ ((delta2 @ p["W2"].T) * layers[0].A * (1 - layers[0].A)),
+                "W2": layers[0].A.T @ delta2,
+            }
+        )
 
     numeric = approx_fprime(point, loss, 1e-6 * np.ones_like(point))
     with pytest.raises(AssertionError):
