@@ -107,7 +107,8 @@ def verdict_line(result: RunResult, comparisons: list[Comparison]) -> str:
     others = [name for name in result.runs if name != result.reference]
     if failure is None:
         return (
-            f"PASS: {', '.join(others) or 'nothing'} agree with {result.reference} on all "
+            f"PASS: {', '.join(others) or 'nothing'} "
+            f"{'agrees' if len(others) == 1 else 'agree'} with {result.reference} on all "
             f"{len(comparisons)} comparisons at every one of {result.recipe.steps} steps."
         )
     failed = sum(not c.passed for c in comparisons)
@@ -136,12 +137,13 @@ def render(
         )
     console.print(models)
     table = Table(
-        title=(
-            f"Agreement with {result.reference} at every step "
-            f"(|a - b| <= atol + rtol |b|, rtol {tolerance.rtol:.3g}, atol {tolerance.atol:.3g}; "
-            "predictions and accuracies exact)"
-        ),
+        title=f"Agreement with {result.reference} at every step",
         title_justify="left",
+        caption=(
+            f"agree: |a - b| <= atol + rtol*|b| (b: {result.reference}), "
+            f"rtol {tolerance.rtol:.3g}, atol {tolerance.atol:.3g}; predictions, accuracies: exact"
+        ),
+        caption_justify="left",
     )
     for column in (
         "framework",
