@@ -6,6 +6,7 @@ Exit codes (documented in the README):
 * 1: a disagreement (the verdict line names the first one);
 * 2: bad input, an output that cannot be written, or a framework that is not installed; one
   line on standard error says what is wrong, never a traceback;
+* 3: a framework crashed while training (its worker's last error line is shown);
 * 130: interrupted (Ctrl-C).
 """
 
@@ -27,7 +28,7 @@ from compare import agreement, environment, files, harness, report
 from compare.recipe import DATASETS, Recipe, RecipeError
 from implementations.contract import ACTIVATIONS, DTYPES
 
-EXIT_AGREE, EXIT_DISAGREE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_AGREE, EXIT_DISAGREE, EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class UsageError(Exception):
@@ -184,7 +185,8 @@ def _add_run_parser(commands) -> None:
         type=_choice_list(implementations.NAMES, "framework"),
         default=implementations.NAMES,
         metavar="NAME[,NAME...]",
-        help=f"frameworks to run (default: {','.join(implementations.NAMES)})",
+        help="frameworks to run; the reference always runs too "
+        f"(default: {','.join(implementations.NAMES)})",
     )
     comparison.add_argument(
         "--reference",
@@ -310,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as error:
         print(f"crosscheck: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except harness.WorkerError as error:
+        print(f"crosscheck: error: {error}", file=sys.stderr)
+        return EXIT_CRASHED
     except KeyboardInterrupt:
         print("crosscheck: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

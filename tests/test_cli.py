@@ -149,3 +149,18 @@ def test_python_dash_m_compare_is_the_same_command():
     assert completed.returncode == 0, completed.stderr
     assert "PASS" in completed.stdout
     assert "\x1b[" not in completed.stdout, "no colour codes when NO_COLOR is set"
+
+
+def test_a_crashing_worker_is_reported_in_one_line():
+    from compare import harness
+
+    workers = harness._Workers(["no_such_framework"])
+    try:
+        with pytest.raises(
+            harness.WorkerError,
+            match=r"the no_such_framework worker failed: "
+            r"KeyError: .*unknown framework",
+        ):
+            workers.train((), None, 1)
+    finally:
+        workers.close()
