@@ -47,8 +47,8 @@ def _is_own_output(path: Path, schema: str) -> bool:
         return False
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename.
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` through a temporary file beside it and a rename.
 
     Raises:
         OutputError: the file cannot be written.
@@ -57,7 +57,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
         try:
-            with os.fdopen(descriptor, "w") as stream:
+            with os.fdopen(descriptor, "wb" if isinstance(text, bytes) else "w") as stream:
                 stream.write(text)
             os.replace(temporary, path)
         except BaseException:
