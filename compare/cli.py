@@ -302,7 +302,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         files.write_atomic(args.report, json.dumps(document, indent=2) + "\n")
         console.print(f"report written to {args.report}", highlight=False)
     if args.plots is not None:
-        written = plots.write(result, args.plots)
+        written = plots.write(result, args.plots, tolerance)
         console.print(f"plots written: {', '.join(map(str, written))}", highlight=False)
     return EXIT_AGREE if report.verdict(comparisons) == "pass" else EXIT_DISAGREE
 

@@ -315,9 +315,8 @@ def render(console: Console, name: str, result: ExampleResult) -> None:
     for framework, facts in result.comparisons.items():
         verdict = "agrees with" if facts["first_failing_step"] is None else "DIFFERS from"
         console.print(
-            f"{framework} {verdict} {names[0]} on all {facts['total']} numbers computed "
-            f"(gradients, weights, losses, outputs): greatest difference {facts['max_abs']:.2g}, "
-            f"{facts['mismatched']} outside tolerance",
+            f"{framework} {verdict} {names[0]} on all {facts['total']} numbers computed: "
+            f"largest difference {facts['max_abs']:.2g}, {facts['mismatched']} outside tolerance",
             soft_wrap=True,
             markup=False,
         )

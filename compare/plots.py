@@ -76,15 +76,17 @@ def _is_png(path: Path) -> bool:
         return False
 
 
-def write(result: RunResult, folder: Path) -> list[Path]:
+def write(result: RunResult, folder: Path, tolerance: agreement.Tolerance) -> list[Path]:
     """Draw every plot of ``result`` into ``folder`` (checked by ``prepare``); returns the paths.
+
+    ``tolerance`` is the one the run was judged by; the gradient plot marks its ``atol``.
 
     Raises:
         files.OutputError: a file cannot be written.
     """
     figures = {
         "loss_accuracy.png": _loss_accuracy(result),
-        "gradient_difference.png": _gradient_difference(result),
+        "gradient_difference.png": _gradient_difference(result, tolerance),
     }
     if result.dataset.class_names:
         figures["confusion_matrix.png"] = _confusion_matrices(result)
@@ -130,7 +132,7 @@ def _loss_accuracy(result: RunResult):
     return figure
 
 
-def _gradient_difference(result: RunResult):
+def _gradient_difference(result: RunResult, tolerance: agreement.Tolerance):
     figure = _figure(10, 4.8)
     axes = figure.subplots()
     reference = result.runs[result.reference].trajectory
@@ -152,20 +154,21 @@ def _gradient_difference(result: RunResult):
                 color=_style(name).get("color"),
                 linestyle=linestyle,
                 linewidth=0.8,
+                alpha=0.8,
             )
     axes.set_yscale("log")
     axes.axhline(
-        float(np.finfo(np.float64).eps),
-        color="grey",
-        linewidth=0.8,
-        label="float64 rounding step (2.2e-16)",
+        tolerance.atol,
+        color="tab:red",
+        linewidth=1.0,
+        label=f"atol = {tolerance.atol:.1e}:\na difference below it always passes",
     )
     axes.set_ylabel(f"largest |gradient - {result.reference}'s gradient|")
     _steps_axis(axes)
     note = "; gaps: exactly equal there" if exact_zero else ""
     axes.set_title(
         f"How far each framework's gradients are from {result.reference}'s\n"
-        f"(log scale; rounding-level differences mean they agree{note})"
+        f"(log scale; far below the red line: they agree to rounding{note})"
     )
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
