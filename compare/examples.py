@@ -113,8 +113,7 @@ class Example:
 
 
 TUTORIAL_2_2_1 = Problem(
-    description="the backpropagation tutorial's 2-2-1 network: one example, inputs (2, 3), "
-    "target 1, weights w1..w6 = 0.11, 0.21, 0.12, 0.08, 0.14, 0.15",
+    description="the tutorial's 2-2-1 network, one example: inputs (2, 3), target 1",
     network=Network(widths=(2, 2, 1), activations=("identity", "identity")),
     # (in, out) layout: W1[i, j] feeds hidden neuron j + 1 from input i + 1 (module docstring).
     weights={"W1": np.array([[0.11, 0.12], [0.21, 0.08]]), "W2": np.array([[0.14], [0.15]])},
@@ -269,7 +268,7 @@ def rows(result: ExampleResult) -> list[tuple[str, list[float]]]:
     for label, weight, index in labelled:
         table.append(
             (
-                f"{label} after step 1 = {label} - lr dL/d{label}",
+                f"{label} after step 1",
                 [result.trajectories[n].weights[weight][(1, *index)] for n in names],
             )
         )
@@ -285,7 +284,7 @@ def rows(result: ExampleResult) -> list[tuple[str, list[float]]]:
 def render(console: Console, name: str, result: ExampleResult) -> None:
     """Print the example: what it is, the table of numbers per framework, and the agreement."""
     problem = result.problem
-    console.print(f"crosscheck example {name}: {problem.description}", soft_wrap=True, markup=False)
+    console.print(f"crosscheck example {name}\n{problem.description}", soft_wrap=True, markup=False)
     console.print(
         f"network {problem.network.describe()}, lr {problem.lr:g}, {problem.steps} step"
         f"{'s' if problem.steps > 1 else ''}, {len(problem.X)} example"
@@ -295,13 +294,19 @@ def render(console: Console, name: str, result: ExampleResult) -> None:
         markup=False,
     )
     if problem.weight_labels:
+        named = [
+            f"{label} = {w}[{i}, {j}] = {problem.weights[w][i, j]:g}"
+            for label, w, (i, j) in problem.weight_labels
+        ]
+        lines = [", ".join(named[k : k + 3]) for k in range(0, len(named), 3)]
         console.print(
-            "weights: "
-            + ", ".join(f"{label} = {w}[{i}, {j}]" for label, w, (i, j) in problem.weight_labels)
+            "initial weights: "
+            + ",\n                 ".join(lines)
             + "\n(W is shaped (in, out): W1[i, j] feeds hidden neuron j+1 from input i+1)",
             soft_wrap=True,
             markup=False,
         )
+    console.print("step 1 updates every weight w to w - lr dL/dw", markup=False)
     if len(problem.X) > SHOWN_ROWS:
         console.print(f"predictions: the first {SHOWN_ROWS} of {len(problem.X)} rows")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)

@@ -86,7 +86,7 @@ def test_tutorial_numbers_match_the_hand_computation(capsys, example, activation
     }
     for name in W:
         shown[f"dL/d{name}"] = row(output, f"dL/d{name}")
-        shown[f"{name} after"] = row(output, f"{name} after step 1 = {name} - lr dL/d{name}")
+        shown[f"{name} after"] = row(output, f"{name} after step 1")
     for quantity, values in shown.items():
         for framework, value in zip(FRAMEWORKS, values, strict=True):
             assert value == pytest.approx(expected[quantity], rel=1e-9, abs=1e-12), (
