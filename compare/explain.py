@@ -142,6 +142,16 @@ def _activation_formula(activation: str, layer: int) -> tuple[str, str]:
     return f"Z{layer} (identity: no activation)", f"1 everywhere (identity: A{layer} = Z{layer})"
 
 
+def check_request(problem: examples.Problem, step: int, rows: int | None, dtype: str) -> None:
+    """Raise ``ValueError`` (one line) unless ``explain`` can show this step, rows and dtype."""
+    if not 0 <= step < problem.steps:
+        raise ValueError(f"step must be in [0, {problem.steps}) (the recipe's steps), got {step}")
+    if rows is not None and not 1 <= rows <= len(problem.X):
+        raise ValueError(f"rows must be in [1, {len(problem.X)}], got {rows}")
+    if dtype not in numpy_manual.DTYPES:
+        raise ValueError(f"explain computes in {', '.join(numpy_manual.DTYPES)}, not {dtype}")
+
+
 def explain(
     problem: examples.Problem,
     *,
@@ -160,16 +170,11 @@ def explain(
         dtype: The dtype every framework computes in.
 
     Raises:
-        ValueError: ``step`` or ``rows`` out of range, or a dtype NumPy does not compute in.
+        ValueError: as ``check_request``.
     """
-    if not 0 <= step < problem.steps:
-        raise ValueError(f"step must be in [0, {problem.steps}) (the recipe's steps), got {step}")
+    check_request(problem, step, rows, dtype)
     total_rows = len(problem.X)
     rows = total_rows if rows is None else rows
-    if not 1 <= rows <= total_rows:
-        raise ValueError(f"rows must be in [1, {total_rows}], got {rows}")
-    if dtype not in numpy_manual.DTYPES:
-        raise ValueError(f"explain computes in {', '.join(numpy_manual.DTYPES)}, not {dtype}")
     net = problem.network
     weights = problem.weights
     if step > 0:
@@ -547,11 +552,10 @@ def _explain(args: argparse.Namespace, console: Console) -> int:
         title = f"{recipe.dataset} recipe"
         problem = examples.problem_from_recipe(recipe)
     try:
-        explanation = explain(
-            problem, title=title, step=args.step, rows=args.rows, dtype=recipe.dtype
-        )
+        check_request(problem, args.step, args.rows, recipe.dtype)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    explanation = explain(problem, title=title, step=args.step, rows=args.rows, dtype=recipe.dtype)
     blocks = document(explanation)
     text = to_markdown(blocks) if args.markdown else to_text(blocks)
     sys.stdout.write(text)
