@@ -38,7 +38,6 @@ SUMMARY_THRESHOLD = 60
 NODE_MEANINGS = {
     "DivBackward": "divide by 2N",
     "SumBackward": "sum over every element",
-    "MeanBackward": "mean over every element",
     "PowBackward": "square the error",
     "SubBackward": "subtract the target: A - Y",
     "SigmoidBackward": "A = sigmoid(Z); backward: times A (1 - A)",
