@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 
+from compare import examples, harness
 from compare.cli import main
+from compare.recipe import Recipe
 
 pytest.importorskip("torch")
 pytest.importorskip("jax")
@@ -117,3 +120,22 @@ def test_bad_example_arguments_exit_2_with_one_line(capsys, argv, message):
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error, f"expected one line, got {error!r}"
+
+
+def test_a_recipe_example_trains_what_run_trains():
+    """An example given as a recipe runs the same data and initial weights as `crosscheck run`."""
+    example = examples.Example("short-iris", "three steps of the reference recipe", Recipe(steps=3))
+    result = examples.run(example.problem())
+    reference = harness.run(Recipe(steps=3), ["numpy"], isolate=False)
+    expected = reference.runs["numpy"].trajectory
+    for framework, trajectory in result.trajectories.items():
+        np.testing.assert_allclose(
+            trajectory.losses, expected.losses, rtol=1e-12, err_msg=framework
+        )
+        for name, grads in expected.grads.items():
+            np.testing.assert_allclose(
+                trajectory.grads[name], grads, rtol=1e-10, atol=1e-15, err_msg=f"{framework} {name}"
+            )
+    assert all(facts["first_failing_step"] is None for facts in result.comparisons.values())
+    labels = [quantity for quantity, _ in examples.rows(result)]
+    assert "dL/dW1[3, 1]" in labels and "loss after 3 steps" in labels
