@@ -103,13 +103,10 @@ def compare_series(
     """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
-    if actual.shape != expected.shape:
-        raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
-    same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+    abs_error = absolute_error(actual, expected)
+    same = abs_error == 0
     finite = np.isfinite(expected)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        abs_error = np.where(same, 0.0, np.abs(actual - expected))
-        abs_error = np.where(np.isnan(abs_error), np.inf, abs_error)
         rel_error = np.where(abs_error == 0, 0.0, abs_error / np.abs(expected))
         allowed = tolerance.atol + tolerance.rtol * np.abs(np.where(finite, expected, 0.0))
     # A non-finite reference value is matched only by the identical value.
@@ -135,6 +132,28 @@ def compare_series(
         "mismatched": int(failing.sum()),
         "total": int(failing.size),
     }
+
+
+def absolute_error(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """``|a - b|`` element by element; 0 where both hold the same non-finite value, else inf.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
+    same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
+    with np.errstate(invalid="ignore", over="ignore"):
+        abs_error = np.where(same, 0.0, np.abs(actual - expected))
+    return np.where(np.isnan(abs_error), np.inf, abs_error)
+
+
+def max_abs_by_step(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """``(steps,)``: the greatest ``absolute_error`` at each step of two ``(steps, ...)`` series."""
+    abs_error = absolute_error(actual, expected)
+    return abs_error.reshape(abs_error.shape[0], -1).max(axis=1, initial=0.0)
 
 
 def quantities(result: RunResult, framework: str) -> dict[str, tuple[np.ndarray, bool]]:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import implementations
-from compare import agreement, environment, files, harness, report
+from compare import agreement, environment, examples, explain, files, harness, plots, report
 from compare.recipe import DATASETS, Recipe, RecipeError
 from implementations.contract import ACTIVATIONS, DTYPES
 
@@ -203,6 +203,12 @@ def _add_run_parser(commands) -> None:
     output = run.add_argument_group("output")
     output.add_argument("--report", type=Path, metavar="PATH", help="write the full result as JSON")
     output.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="draw loss, accuracy, gradient-difference and confusion-matrix PNGs into DIR",
+    )
+    output.add_argument(
         "--force",
         action="store_true",
         help="let --report replace a file that is not a crosscheck report",
@@ -225,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_parser(commands)
+    examples.add_parser(commands)
+    explain.add_parser(commands)
     return parser
 
 
@@ -280,6 +288,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     tolerance = _tolerance(args, recipe.dtype)
     if args.report is not None:
         files.check_writable(args.report, schema=report.SCHEMA, force=args.force)
+    if args.plots is not None:
+        plots.prepare(args.plots)
     progress = _LazyProgress(enabled=not _plain_output())
     try:
         result = harness.run(
@@ -293,6 +303,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         document = report.to_json(result, comparisons, environment.describe())
         files.write_atomic(args.report, json.dumps(document, indent=2) + "\n")
         console.print(f"report written to {args.report}", highlight=False)
+    if args.plots is not None:
+        written = plots.write(result, args.plots, tolerance)
+        console.print(f"plots written: {', '.join(map(str, written))}", highlight=False)
     return EXIT_AGREE if report.verdict(comparisons) == "pass" else EXIT_DISAGREE
 
 

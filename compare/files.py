@@ -47,8 +47,8 @@ def _is_own_output(path: Path, schema: str) -> bool:
         return False
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename.
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` through a temporary file beside it and a rename.
 
     Raises:
         OutputError: the file cannot be written.
@@ -56,8 +56,10 @@ def write_atomic(path: Path, text: str) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would have.
+        os.chmod(temporary, 0o666 & ~_umask())
         try:
-            with os.fdopen(descriptor, "w") as stream:
+            with os.fdopen(descriptor, "wb" if isinstance(text, bytes) else "w") as stream:
                 stream.write(text)
             os.replace(temporary, path)
         except BaseException:
@@ -65,3 +67,10 @@ def write_atomic(path: Path, text: str) -> None:
             raise
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def _umask() -> int:
+    # The only way to read the umask is to set it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

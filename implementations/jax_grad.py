@@ -145,3 +145,35 @@ def train(
         train_predictions=np.concatenate([predictions, final_predictions[None]]).astype(np.int64),
         seconds=time.perf_counter() - started,
     )
+
+
+def gradient_jaxpr(
+    net: Network, params: Params, X: np.ndarray, Y: np.ndarray, dtype: str = "float64"
+) -> tuple[str, tuple[str, ...], float, dict[str, np.ndarray]]:
+    """The jaxpr JAX builds for the gradient function, and the gradients it computes.
+
+    ``jax.make_jaxpr(jax.grad(loss))`` traces the gradient function into JAX's intermediate
+    language: the forward pass, then the backward pass that ``jax.grad`` derived, one primitive
+    per line. X and Y are passed as arguments (not closed over) so they appear as named inputs
+    rather than as constants.
+
+    Returns:
+        ``(jaxpr, inputs, loss, grads)``: the jaxpr as text; the names of its inputs in order
+        (the weights as JAX flattens the dict, then ``"X"``, ``"Y"``); the loss; the gradients
+        from ``jax.value_and_grad`` as float64 NumPy arrays.
+    """
+    params, X, Y = _arrays(net, params, X, Y, dtype)
+
+    def loss_of(params, X, Y):
+        return loss(forward(net, params, X), Y)
+
+    jaxpr = jax.make_jaxpr(jax.grad(loss_of))(params, X, Y)
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    inputs = (*(path[0].key for path, _ in flat), "X", "Y")
+    step_loss, grads = jax.value_and_grad(loss_of)(params, X, Y)
+    return (
+        str(jaxpr),
+        inputs,
+        float(step_loss),
+        {name: np.asarray(grads[name], dtype=np.float64) for name in net.param_names},
+    )

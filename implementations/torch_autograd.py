@@ -13,6 +13,7 @@ an explicit dtype; torch's default dtype (float32) is never relied on.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -129,3 +130,65 @@ def train(
         train_predictions=torch.stack(predictions).numpy(),
         seconds=time.perf_counter() - started,
     )
+
+
+class GraphNode(NamedTuple):
+    """One node of the autograd graph, as ``autograd_graph`` lists them.
+
+    Attributes:
+        depth: Steps from the loss's own node (0) towards the inputs.
+        name: The backward node's name (``"MmBackward0"``), or ``None`` where an input that
+            needs no gradient (X, Y, a constant) sits.
+        weight: For the ``AccumulateGrad`` node of a weight: that weight's name.
+        repeated: The node was already listed above (a value used twice); its inputs are not
+            listed again.
+    """
+
+    depth: int
+    name: str | None
+    weight: str | None
+    repeated: bool
+
+
+def autograd_graph(
+    net: Network, params: Params, X: np.ndarray, Y: np.ndarray, dtype: str = "float64"
+) -> tuple[list[GraphNode], float, dict[str, np.ndarray]]:
+    """The graph autograd recorded for the loss, node by node, and the gradients it gave.
+
+    The forward pass records one backward node per operation; ``loss.grad_fn`` is the last one
+    and each node's ``next_functions`` lead towards the inputs, ending in one
+    ``AccumulateGrad`` node per weight (which stores the gradient in ``W.grad``). This walks
+    that graph depth first from the loss, then runs ``loss.backward()``.
+
+    Returns:
+        ``(nodes, loss, grads)``: the nodes in depth-first order from the loss, the loss, and
+        ``{name: W.grad}`` as float64 NumPy arrays.
+    """
+    weights, X, Y = _tensors(net, params, X, Y, dtype)
+    for W in weights:
+        W.requires_grad_(True)
+    step_loss = loss(forward(net, weights, X), Y)
+    weight_names = {id(W): name for W, name in zip(weights, net.param_names, strict=True)}
+    nodes: list[GraphNode] = []
+    seen: set[int] = set()
+
+    def walk(node, depth: int) -> None:
+        if node is None:
+            nodes.append(GraphNode(depth, None, None, False))
+            return
+        variable = getattr(node, "variable", None)
+        weight = None if variable is None else weight_names.get(id(variable))
+        name = node.name().removeprefix("torch::autograd::")
+        nodes.append(GraphNode(depth, name, weight, id(node) in seen))
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for next_node, _ in node.next_functions:
+            walk(next_node, depth + 1)
+
+    walk(step_loss.grad_fn, 0)
+    step_loss.backward()
+    grads = {
+        name: W.grad.double().numpy() for name, W in zip(net.param_names, weights, strict=True)
+    }
+    return nodes, float(step_loss.detach().double()), grads
