@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import implementations
-from compare import agreement, environment, files, harness, report
+from compare import agreement, environment, files, harness, mutants, report
 from compare.recipe import DATASETS, Recipe, RecipeError
 from implementations.contract import ACTIVATIONS, DTYPES
 
@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_parser(commands)
+    mutants.add_parsers(commands)
     return parser
 
 

@@ -12,6 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
+#: How far into a text output its schema comment may sit.
+_HEAD = 200
+
 
 class OutputError(ValueError):
     """An output path that cannot or must not be written; the message is one line."""
@@ -42,9 +45,14 @@ def check_writable(path: Path, *, schema: str, force: bool = False) -> None:
 
 def _is_own_output(path: Path, schema: str) -> bool:
     try:
-        return json.loads(path.read_text()).get("schema") == schema
-    except (OSError, ValueError, AttributeError):
+        text = path.read_text()
+    except (OSError, ValueError):
         return False
+    try:
+        return json.loads(text).get("schema") == schema
+    except (ValueError, AttributeError):
+        # Text outputs (JUnit XML, Markdown) name their schema in a comment at the top.
+        return f"<!-- {schema} -->" in text[:_HEAD]
 
 
 def write_atomic(path: Path, text: str) -> None:
