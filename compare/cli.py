@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import implementations
-from compare import agreement, environment, files, harness, mutants, report
+from compare import agreement, baseline, environment, files, harness, mutants, report
 from compare.recipe import DATASETS, Recipe, RecipeError
 from implementations.contract import ACTIVATIONS, DTYPES
 
@@ -201,9 +201,15 @@ def _add_run_parser(commands) -> None:
     output = run.add_argument_group("output")
     output.add_argument("--report", type=Path, metavar="PATH", help="write the full result as JSON")
     output.add_argument(
+        "--junit-xml", type=Path, metavar="PATH", help="write JUnit XML: a case per comparison"
+    )
+    output.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="write a Markdown summary (CI job summary)"
+    )
+    output.add_argument(
         "--force",
         action="store_true",
-        help="let --report replace a file that is not a crosscheck report",
+        help="let --report, --junit-xml and --markdown replace files crosscheck did not write",
     )
     output.add_argument(
         "--in-process",
@@ -224,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_parser(commands)
     mutants.add_parsers(commands)
+    baseline.add_parsers(commands)
     return parser
 
 
@@ -279,6 +286,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     tolerance = _tolerance(args, recipe.dtype)
     if args.report is not None:
         files.check_writable(args.report, schema=report.SCHEMA, force=args.force)
+    if args.junit_xml is not None:
+        files.check_writable(args.junit_xml, schema=report.JUNIT_SCHEMA, force=args.force)
+    if args.markdown is not None:
+        files.check_writable(args.markdown, schema=report.MARKDOWN_SCHEMA, force=args.force)
     progress = _LazyProgress(enabled=not _plain_output())
     try:
         result = harness.run(
@@ -292,6 +303,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         document = report.to_json(result, comparisons, environment.describe())
         files.write_atomic(args.report, json.dumps(document, indent=2) + "\n")
         console.print(f"report written to {args.report}", highlight=False)
+    if args.junit_xml is not None:
+        files.write_atomic(args.junit_xml, report.to_junit_xml("crosscheck run", comparisons))
+    if args.markdown is not None:
+        files.write_atomic(args.markdown, report.run_markdown(result, comparisons))
     return EXIT_AGREE if report.verdict(comparisons) == "pass" else EXIT_DISAGREE
 
 

@@ -18,6 +18,7 @@ from compare.agreement import Comparison, Tolerance
 from compare.harness import RunResult
 
 if TYPE_CHECKING:
+    from compare.baseline import Change
     from compare.mutants import MutantResult
 
 #: Identifies a report file (and lets ``--report`` overwrite only its own earlier reports).
@@ -374,3 +375,86 @@ def mutants_markdown(results: Sequence[MutantResult]) -> str:
     lines += _markdown_table(_MUTANT_COLUMNS, mutant_rows(results))
     lines += [mutants_verdict(results), ""]
     return "\n".join(lines)
+
+
+# Baselines ------------------------------------------------------------------------------------
+
+
+def _change_rows(changes: Sequence[Change]) -> list[list[str]]:
+    return [
+        [
+            ch.framework,
+            ch.quantity,
+            _where(ch.step, ch.index),
+            f"{ch.recorded:.17g}",
+            f"{ch.now:.17g}",
+            f"{ch.now - ch.recorded:+.3g}",
+        ]
+        for ch in changes
+    ]
+
+
+_CHANGE_COLUMNS = ("framework", "quantity", "first changed at", "recorded", "now", "by")
+
+
+def _environment_rows(env_changes: Sequence[tuple[str, str | None, str | None]]) -> list[list]:
+    return [[name, str(recorded), str(now)] for name, recorded, now in env_changes]
+
+
+def baseline_verdict(baseline: str, comparisons: Sequence[Comparison]) -> str:
+    """The one-line verdict of ``crosscheck check``."""
+    failure = first_failure(list(comparisons))
+    if failure is None:
+        return f"PASS: all {len(comparisons)} stored quantities of {baseline} reproduced."
+    failed = sum(not c.passed for c in comparisons)
+    return f"FAIL ({failed} of {len(comparisons)} quantities changed): {failure_message(failure)}"
+
+
+def render_baseline_check(
+    console: Console,
+    baseline: str,
+    comparisons: Sequence[Comparison],
+    changes: Sequence[Change],
+    env_changes: Sequence[tuple[str, str | None, str | None]],
+) -> None:
+    """Print the comparison with a baseline: the table, what changed, versions, the verdict."""
+    render_comparisons(console, f"Against baseline {baseline}", comparisons)
+    if changes:
+        table = Table(title="What changed (first element out of tolerance)", title_justify="left")
+        for column in _CHANGE_COLUMNS:
+            table.add_column(column, justify="left" if column in _CHANGE_COLUMNS[:2] else "right")
+        for row in _change_rows(changes):
+            table.add_row(*row)
+        console.print(table)
+    if env_changes:
+        table = Table(title="Environment differs from the baseline's", title_justify="left")
+        for column in ("", "recorded", "now"):
+            table.add_column(column)
+        for row in _environment_rows(env_changes):
+            table.add_row(*row)
+        console.print(table)
+    else:
+        console.print("Environment: the same versions as when the baseline was recorded.")
+    passed = verdict(list(comparisons)) == "pass"
+    console.print(
+        baseline_verdict(baseline, comparisons),
+        style="bold green" if passed else "bold red",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def baseline_markdown(
+    baseline: str,
+    comparisons: Sequence[Comparison],
+    changes: Sequence[Change],
+    env_changes: Sequence[tuple[str, str | None, str | None]],
+) -> str:
+    """``crosscheck check``'s Markdown summary."""
+    intro = [f"Rerun of the recipe stored in `{baseline}`.", ""]
+    if changes:
+        intro += _markdown_table(_CHANGE_COLUMNS, _change_rows(changes))
+    if env_changes:
+        intro += ["Environment differs from the baseline's:", ""]
+        intro += _markdown_table(["", "recorded", "now"], _environment_rows(env_changes))
+    return comparisons_markdown("crosscheck check", comparisons, intro)
