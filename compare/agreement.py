@@ -106,7 +106,7 @@ def compare_series(
     if actual.shape != expected.shape:
         raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
     same_nonfinite = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         abs_error = np.where(same_nonfinite, 0.0, np.abs(actual - expected))
         abs_error = np.where(np.isnan(abs_error), np.inf, abs_error)
         rel_error = np.where(abs_error == 0, 0.0, abs_error / np.abs(expected))
