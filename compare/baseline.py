@@ -455,11 +455,10 @@ def _check(args: argparse.Namespace, console) -> int:
         )
         if tolerance.rtol < 0 or tolerance.atol < 0:
             raise cli.UsageError(f"tolerances must be non-negative, got {tolerance}")
-        for path, schema in ((args.junit_xml, report.JUNIT_SCHEMA), (args.markdown, None)):
-            if path is not None:
-                files.check_writable(
-                    path, schema=schema or report.MARKDOWN_SCHEMA, force=args.force
-                )
+        if args.junit_xml is not None:
+            files.check_writable(args.junit_xml, schema=report.JUNIT_SCHEMA, force=args.force)
+        if args.markdown is not None:
+            files.check_writable(args.markdown, schema=report.MARKDOWN_SCHEMA, force=args.force)
         frameworks = list(baseline.frameworks)
         result = _train(args, baseline.recipe, frameworks, baseline.reference)
         comparisons, changes = compare(baseline, result, tolerance)

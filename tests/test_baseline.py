@@ -7,7 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from compare import baseline, cli
+import implementations
+from compare import baseline, cli, harness, mutants
 
 #: A numpy-only recipe: fast, and a baseline check needs no second framework.
 RECORD = ["--frameworks", "numpy", "--steps", "40", "--in-process"]
@@ -129,3 +130,19 @@ def test_a_baseline_whose_shapes_do_not_fit_its_recipe_is_refused(recorded, caps
     recorded.write_text(json.dumps(document))
     assert _check(recorded) == 2
     assert "does not match its recipe" in _one_error_line(capsys)
+
+
+def test_record_writes_nothing_when_the_frameworks_disagree(tmp_path, monkeypatch, capsys):
+    # A hand-backprop bug trained under the name "jax": no JAX needed, and a certain mismatch.
+    wrong = mutants.build(next(m for m in mutants.CATALOGUE if m.name == "rows-normaliser"))
+    real_run = harness.run
+
+    def run_with_a_wrong_implementation(recipe, frameworks, reference, **options):
+        modules = {"numpy": implementations.load("numpy"), "jax": wrong}
+        return real_run(recipe, frameworks, reference, modules=modules)
+
+    monkeypatch.setattr(harness, "run", run_with_a_wrong_implementation)
+    path = tmp_path / "b.json"
+    assert cli.main(["record", str(path), "--frameworks", "numpy,jax", "--steps", "5"]) == 1
+    assert "baseline not written" in capsys.readouterr().out
+    assert not path.exists()
