@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -67,9 +68,21 @@ def write_atomic(path: Path, text: str) -> None:
         try:
             with os.fdopen(descriptor, "w") as stream:
                 stream.write(text)
+            # mkstemp makes the file private (0600); give it the mode a plain open() would.
+            os.chmod(temporary, _mode_for(path))
             os.replace(temporary, path)
         except BaseException:
             os.unlink(temporary)
             raise
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def _mode_for(path: Path) -> int:
+    """An existing file's permissions, or those the umask gives a new file."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
