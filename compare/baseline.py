@@ -324,7 +324,9 @@ def add_parsers(commands) -> None:
     record_parser.add_argument("baseline", type=Path, metavar="BASELINE.json")
     cli.add_recipe_options(record_parser)
     _add_framework_options(record_parser, cli)
-    _add_tolerance_options(record_parser, "stored in the baseline as its own tolerance")
+    _add_tolerance_options(
+        record_parser, "stored as the baseline's own; default: per dtype, as for run"
+    )
     record_parser.add_argument("--force", action="store_true", help="replace an existing baseline")
     record_parser.set_defaults(handler=_record)
 
@@ -336,15 +338,18 @@ def add_parsers(commands) -> None:
         "Exit 0 when everything matches, 1 when something changed, 2 on bad input.",
     )
     check_parser.add_argument("baseline", type=Path, metavar="BASELINE.json")
-    _add_tolerance_options(check_parser, "overrides the baseline's own")
+    _add_tolerance_options(check_parser, "default: the one stored in the baseline")
     cli.add_recipe_options(check_parser)
     # Recipe options on check only assert what the baseline holds: none is set unless given.
     recipe_names = {f.name for f in fields(Recipe)}
     check_parser.set_defaults(**dict.fromkeys(recipe_names))
+    for group in check_parser._action_groups:
+        if group.title and group.title.startswith("recipe"):
+            group.title = "recipe (optional; each one given must match the baseline's)"
     for action in check_parser._actions:
         if action.dest in recipe_names:
             action.help = re.sub(r" \(default.*\)$", "", action.help or "")
-            action.help += " (optional: must match the baseline's)"
+            action.help += " (must match the baseline's)"
     _add_ci_outputs(check_parser)
     check_parser.add_argument(
         "--in-process",
@@ -378,12 +383,8 @@ def _add_framework_options(parser, cli) -> None:
 def _add_tolerance_options(parser, what: str) -> None:
     from compare import cli
 
-    parser.add_argument(
-        "--rtol", type=cli._finite_float, help=f"relative tolerance ({what}; default: per dtype)"
-    )
-    parser.add_argument(
-        "--atol", type=cli._finite_float, help=f"absolute tolerance ({what}; default: per dtype)"
-    )
+    parser.add_argument("--rtol", type=cli._finite_float, help=f"relative tolerance ({what})")
+    parser.add_argument("--atol", type=cli._finite_float, help=f"absolute tolerance ({what})")
 
 
 def _add_ci_outputs(parser) -> None:
