@@ -24,7 +24,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import implementations
-from compare import agreement, environment, examples, explain, files, harness, plots, report
+from compare import (
+    agreement,
+    baseline,
+    environment,
+    examples,
+    explain,
+    files,
+    harness,
+    mutants,
+    plots,
+    report,
+)
 from compare.recipe import DATASETS, Recipe, RecipeError
 from implementations.contract import ACTIVATIONS, DTYPES
 
@@ -209,9 +220,15 @@ def _add_run_parser(commands) -> None:
         help="draw loss, accuracy, gradient-difference and confusion-matrix PNGs into DIR",
     )
     output.add_argument(
+        "--junit-xml", type=Path, metavar="PATH", help="write JUnit XML: a case per comparison"
+    )
+    output.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="write a Markdown summary (CI job summary)"
+    )
+    output.add_argument(
         "--force",
         action="store_true",
-        help="let --report replace a file that is not a crosscheck report",
+        help="let --report, --junit-xml and --markdown replace files crosscheck did not write",
     )
     output.add_argument(
         "--in-process",
@@ -233,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(commands)
     examples.add_parser(commands)
     explain.add_parser(commands)
+    mutants.add_parsers(commands)
+    baseline.add_parsers(commands)
     return parser
 
 
@@ -290,6 +309,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         files.check_writable(args.report, schema=report.SCHEMA, force=args.force)
     if args.plots is not None:
         plots.prepare(args.plots)
+    if args.junit_xml is not None:
+        files.check_writable(args.junit_xml, schema=report.JUNIT_SCHEMA, force=args.force)
+    if args.markdown is not None:
+        files.check_writable(args.markdown, schema=report.MARKDOWN_SCHEMA, force=args.force)
     progress = _LazyProgress(enabled=not _plain_output())
     try:
         result = harness.run(
@@ -306,6 +329,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.plots is not None:
         written = plots.write(result, args.plots, tolerance)
         console.print(f"plots written: {', '.join(map(str, written))}", highlight=False)
+    if args.junit_xml is not None:
+        files.write_atomic(args.junit_xml, report.to_junit_xml("crosscheck run", comparisons))
+    if args.markdown is not None:
+        files.write_atomic(args.markdown, report.run_markdown(result, comparisons))
     return EXIT_AGREE if report.verdict(comparisons) == "pass" else EXIT_DISAGREE
 
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+#: How far into a text output its schema comment may sit.
+_HEAD = 200
 
 
 class OutputError(ValueError):
@@ -42,9 +46,14 @@ def check_writable(path: Path, *, schema: str, force: bool = False) -> None:
 
 def _is_own_output(path: Path, schema: str) -> bool:
     try:
-        return json.loads(path.read_text()).get("schema") == schema
-    except (OSError, ValueError, AttributeError):
+        text = path.read_text()
+    except (OSError, ValueError):
         return False
+    try:
+        return json.loads(text).get("schema") == schema
+    except (ValueError, AttributeError):
+        # Text outputs (JUnit XML, Markdown) name their schema in a comment at the top.
+        return f"<!-- {schema} -->" in text[:_HEAD]
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
@@ -56,11 +65,11 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would have.
-        os.chmod(temporary, 0o666 & ~_umask())
         try:
             with os.fdopen(descriptor, "wb" if isinstance(text, bytes) else "w") as stream:
                 stream.write(text)
+            # mkstemp makes the file private (0600); give it the mode a plain open() would.
+            os.chmod(temporary, _mode_for(path))
             os.replace(temporary, path)
         except BaseException:
             os.unlink(temporary)
@@ -69,8 +78,11 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
-def _umask() -> int:
-    # The only way to read the umask is to set it; put it straight back.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _mode_for(path: Path) -> int:
+    """An existing file's permissions, or those the umask gives a new file."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
