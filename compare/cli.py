@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import implementations
-from compare import agreement, environment, files, harness, report
+from compare import agreement, drift_plot, environment, files, harness, report, tolerances
 from compare.recipe import DATASETS, Recipe, RecipeError
 from implementations.contract import ACTIVATIONS, DTYPES
 
@@ -193,6 +193,16 @@ def _add_run_parser(commands) -> None:
         help="the framework the others are compared with (default: %(default)s)",
     )
     comparison.add_argument(
+        "--mode",
+        choices=tolerances.MODES,
+        default="both",
+        help="independent: each framework trains on its own and whole trajectories are compared; "
+        "synced: every framework evaluates the loss and gradients at the reference's weights of "
+        "every step (no accumulated drift), plus gradient oracles; both: the verdict rests on "
+        "the synced gradients, the oracles and the final test predictions, and on per-step "
+        "drift only in float64 (default: %(default)s)",
+    )
+    comparison.add_argument(
         "--rtol", type=_finite_float, help="relative tolerance (default: per dtype, see the README)"
     )
     comparison.add_argument(
@@ -200,6 +210,12 @@ def _add_run_parser(commands) -> None:
     )
     output = run.add_argument_group("output")
     output.add_argument("--report", type=Path, metavar="PATH", help="write the full result as JSON")
+    output.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="write PNG plots to DIR (created if missing), among them how the error grows",
+    )
     output.add_argument(
         "--force",
         action="store_true",
@@ -227,12 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tolerance(args: argparse.Namespace, dtype: str) -> agreement.Tolerance:
-    default = agreement.TOLERANCES[dtype]
-    rtol = default.rtol if args.rtol is None else args.rtol
-    atol = default.atol if args.atol is None else args.atol
-    if rtol < 0 or atol < 0:
-        raise UsageError(f"tolerances must be non-negative, got rtol {rtol}, atol {atol}")
-    return agreement.Tolerance(rtol=rtol, atol=atol)
+    """The independent mode's tolerance; given ``--rtol`` alone, atol follows it."""
+    rule = tolerances.independent(dtype, args.rtol, args.atol)
+    if rule.rtol < 0 or rule.atol < 0:
+        raise UsageError(f"tolerances must be non-negative, got rtol {rule.rtol}, atol {rule.atol}")
+    return agreement.Tolerance(rtol=rule.rtol, atol=rule.atol)
 
 
 def _plain_output() -> bool:
@@ -278,6 +293,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     tolerance = _tolerance(args, recipe.dtype)
     if args.report is not None:
         files.check_writable(args.report, schema=report.SCHEMA, force=args.force)
+    if args.plots is not None and args.plots.exists() and not args.plots.is_dir():
+        raise UsageError(f"--plots {args.plots}: not a folder")
     progress = _LazyProgress(enabled=not _plain_output())
     try:
         result = harness.run(
@@ -285,13 +302,34 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         )
     finally:
         progress.close()
-    comparisons = agreement.compare_run(result, tolerance)
-    report.render(console, result, comparisons, tolerance)
+    comparisons, facts = _compare_modes(args, result, tolerance)
+    report.render(console, result, comparisons, tolerance, facts)
+    if args.plots is not None:
+        for path in drift_plot.plot_drift(comparisons, args.plots):
+            console.print(f"plot written to {path}", highlight=False)
     if args.report is not None:
-        document = report.to_json(result, comparisons, environment.describe())
+        document = report.to_json(result, comparisons, environment.describe(), facts)
         files.write_atomic(args.report, json.dumps(document, indent=2) + "\n")
         console.print(f"report written to {args.report}", highlight=False)
-    return EXIT_AGREE if report.verdict(comparisons) == "pass" else EXIT_DISAGREE
+    return EXIT_AGREE if report.verdict(comparisons, facts) == "pass" else EXIT_DISAGREE
+
+
+def _compare_modes(
+    args: argparse.Namespace, result: harness.RunResult, tolerance: agreement.Tolerance
+) -> tuple[list[agreement.Comparison], agreement.PrecisionFacts]:
+    """The comparisons of the modes ``--mode`` asks for, and the run's precision facts."""
+    synced = None
+    if args.mode in ("synced", "both"):
+        synced = harness.synced(result, isolate=not args.in_process)
+    comparisons = []
+    if args.mode in ("independent", "both"):
+        rule = tolerances.ToleranceRule(tolerance.rtol, tolerance.atol)
+        comparisons += agreement.compare_independent(result, rule, args.mode)
+    if synced is not None:
+        rows = len(result.dataset.X_train)
+        rule = tolerances.synced(result.recipe.dtype, rows, args.rtol, args.atol)
+        comparisons += agreement.compare_synced(result, synced, rule)
+    return comparisons, agreement.precision_facts(result, synced, args.mode)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
