@@ -211,9 +211,7 @@ def error_growth(actual: np.ndarray, expected: np.ndarray, dtype: str) -> dict[s
     """
     error = per_step_error(actual, expected)
     magnitudes = np.abs(np.asarray(expected, dtype=np.float64)).reshape(len(error), -1)
-    with np.errstate(invalid="ignore"):
-        scale = np.nanmax(np.where(np.isfinite(magnitudes), magnitudes, np.nan), axis=1)
-    scale = np.where(np.isnan(scale), 0.0, scale)
+    scale = np.where(np.isfinite(magnitudes), magnitudes, 0.0).max(axis=1, initial=0.0)
     ulps = error / tolerances.ulp_scale(scale, dtype)
     # The running maximum: the drift a run has reached by each step, which only grows.
     reached = np.maximum.accumulate(error) if error.size else error
@@ -269,16 +267,27 @@ def compare_independent(
             and accuracies are always exact).
         mode: The mode ``crosscheck run`` was asked for; in ``"both"`` per-step drift below
             float64 is reported without failing the verdict (``tolerances.drift_is_verdict``).
+
+    The final test predictions and accuracy decide the verdict in every mode, unless every
+    row whose class differs sits on a near-tie (``near_tie_rows``): then the difference is
+    reported, as drift is.
     """
     dtype = result.recipe.dtype
     drift_gates = tolerances.drift_is_verdict(dtype, mode)
     reference = quantities(result, result.reference)
+    ties = near_tie_rows(
+        result.runs[result.reference].test_outputs, rule.for_series(reference["test_outputs"][0])
+    )
     comparisons = []
     for framework in result.runs:
         if framework == result.reference:
             continue
+        differing = result.test_predictions(framework) != result.test_predictions(result.reference)
+        only_ties = bool(np.all(ties[differing]))
         for quantity, (series, exact) in quantities(result, framework).items():
             expected = reference[quantity][0]
+            # A final class that differs only on near-ties is rounding deciding a coin toss.
+            final = quantity in FINAL_QUANTITIES and not only_ties
             comparisons.append(
                 _comparison(
                     framework,
@@ -289,7 +298,7 @@ def compare_independent(
                     expected,
                     EXACT if exact else rule.for_series(expected),
                     None if exact else dtype,
-                    gating=drift_gates or quantity in FINAL_QUANTITIES,
+                    gating=drift_gates or final,
                 )
             )
     return comparisons
@@ -356,14 +365,28 @@ def top1_margins(outputs: np.ndarray) -> np.ndarray:
     return ordered[..., -1] - ordered[..., -2]
 
 
-def near_tie_facts(result: RunResult) -> dict[str, dict[str, object]]:
+def near_tie_rows(outputs: np.ndarray, tolerance: Tolerance) -> np.ndarray:
+    """``(rows,)``: rows whose top-1 margin is within what the tolerance accepts as rounding.
+
+    Two outputs each allowed ``atol + rtol * |b|`` of error can swap order when they are
+    closer than twice that: on such a row the class is decided by rounding, not by the model.
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        allowed = tolerance.atol + tolerance.rtol * np.abs(outputs).max(axis=-1)
+        return top1_margins(outputs) <= 2 * allowed
+
+
+def near_tie_facts(
+    result: RunResult, tolerance: Tolerance | None = None
+) -> dict[str, dict[str, object]]:
     """Per framework: its smallest test top-1 margin and every test row whose class differs
-    from the reference's, each flagged ``near_tie`` when the two models' output difference on
-    that row could close the reference's margin (``margin <= 2 * max|difference|``): a flip
-    that rounding explains, not a different model."""
+    from the reference's, each flagged ``near_tie`` (``near_tie_rows`` of the reference's
+    outputs; ``tolerance`` defaults to the dtype's independent one)."""
     reference = result.runs[result.reference].test_outputs
     reference_classes = np.argmax(reference, axis=-1)
     reference_margins = top1_margins(reference)
+    ties = near_tie_rows(reference, tolerance or TOLERANCES[result.recipe.dtype])
     facts = {}
     for name, run in result.runs.items():
         classes = np.argmax(run.test_outputs, axis=-1)
@@ -383,7 +406,7 @@ def near_tie_facts(result: RunResult) -> dict[str, dict[str, object]]:
                     "reference_class": int(reference_classes[row]),
                     "reference_margin": float(reference_margins[row]),
                     "output_difference": float(difference[row]),
-                    "near_tie": bool(reference_margins[row] <= 2 * difference[row]),
+                    "near_tie": bool(ties[row]),
                 }
                 for row in rows
             ],
@@ -429,12 +452,18 @@ class PrecisionFacts:
         return not self.failed_oracles and not self.environment_changes
 
 
-def precision_facts(result: RunResult, synced: dict[str, dict] | None, mode: str) -> PrecisionFacts:
+def precision_facts(
+    result: RunResult,
+    synced: dict[str, dict] | None,
+    mode: str,
+    tolerance: Tolerance | None = None,
+) -> PrecisionFacts:
     """Gather non-finite steps, near ties, precision switches and oracles of one run.
 
     The switches are read in every worker before and after each job; any difference between
     those readings (within a job, or between the training and the synced job of the same
-    framework) is a change during the run.
+    framework) is a change during the run. ``tolerance`` (the independent one) decides which
+    test rows are near-ties.
     """
     environment, changes = {}, []
     for name, run in result.runs.items():
@@ -456,7 +485,7 @@ def precision_facts(result: RunResult, synced: dict[str, dict] | None, mode: str
         mode=mode,
         dtype=result.recipe.dtype,
         nonfinite=nonfinite_facts(result),
-        near_ties=near_tie_facts(result),
+        near_ties=near_tie_facts(result, tolerance),
         environment=environment,
         environment_changes=changes,
         oracles={} if synced is None else {n: s["oracles"] for n, s in synced.items()},

@@ -329,7 +329,7 @@ def _compare_modes(
         rows = len(result.dataset.X_train)
         rule = tolerances.synced(result.recipe.dtype, rows, args.rtol, args.atol)
         comparisons += agreement.compare_synced(result, synced, rule)
-    return comparisons, agreement.precision_facts(result, synced, args.mode)
+    return comparisons, agreement.precision_facts(result, synced, args.mode, tolerance)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

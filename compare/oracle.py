@@ -28,7 +28,9 @@ from implementations.contract import Network, Params
 
 #: Step sizes of the Taylor test: ``TAYLOR_FIRST_STEP`` halved ``TAYLOR_HALVINGS`` times.
 TAYLOR_FIRST_STEP = 1e-2
-TAYLOR_HALVINGS = 6
+TAYLOR_HALVINGS = 12
+
+EPS64 = float(np.finfo(np.float64).eps)
 
 
 def _flatten(net: Network, params: Params) -> np.ndarray:
@@ -67,7 +69,10 @@ def taylor_test(
 
     Returns:
         ``{"check": "taylor", "steps": [h...], "remainders": [r(h)...], "orders": [...],
-        "observed_order": median order, "passed": |order - 2| <= TAYLOR_ORDER_TOLERANCE}``.
+        "observed_order": ..., "inconclusive": ..., "passed": ...}``: the observed order is
+        the median of the orders of the three smallest steps whose remainder is above the
+        rounding noise of the loss; with fewer than two such steps the test is inconclusive
+        (reported, and not a failure). Passed: ``|order - 2| <= TAYLOR_ORDER_TOLERANCE``.
     """
     v = direction(net)
     hs = TAYLOR_FIRST_STEP * 0.5 ** np.arange(TAYLOR_HALVINGS + 1)
@@ -82,15 +87,23 @@ def taylor_test(
     remainders = np.abs(losses[1:] - losses[0] - hs * slope)
     with np.errstate(divide="ignore", invalid="ignore"):
         orders = np.log2(remainders[:-1] / remainders[1:])
-    finite = orders[np.isfinite(orders)]
-    observed = float(np.median(finite)) if finite.size else math.nan
+        # A remainder within a thousand roundings of the loss is noise, not a Taylor term (a
+        # saturated network has almost no gradient or curvature left to measure).
+        floor = tolerances.TAYLOR_NOISE_ROUNDINGS * EPS64 * abs(float(losses[0]))
+        usable = np.isfinite(orders) & (remainders[1:] > floor)
+    # The asymptotic order is that of the smallest steps still above the noise.
+    smallest = orders[usable][-3:]
+    observed = float(np.median(smallest)) if smallest.size >= 2 else math.nan
     return {
         "check": "taylor",
         "steps": [float(h) for h in hs],
         "remainders": [float(r) for r in remainders],
         "orders": [float(o) for o in orders],
         "observed_order": observed,
-        "passed": bool(abs(observed - 2.0) <= tolerances.TAYLOR_ORDER_TOLERANCE),
+        "inconclusive": bool(math.isnan(observed)),
+        "passed": bool(
+            math.isnan(observed) or abs(observed - 2.0) <= tolerances.TAYLOR_ORDER_TOLERANCE
+        ),
     }
 
 
@@ -108,11 +121,13 @@ def _scipy_check(module, net, params, X, Y) -> dict[str, object]:
 
     flat = _flatten(net, params)
     error = check_grad(loss, gradient, flat, epsilon=tolerances.FINITE_DIFFERENCE_STEP)
-    relative = error / max(float(np.linalg.norm(gradient(flat))), np.finfo(np.float64).tiny)
+    norm = float(np.linalg.norm(gradient(flat)))
+    allowed = tolerances.FINITE_DIFFERENCE_ATOL + tolerances.FINITE_DIFFERENCE_RTOL * norm
     return {
         "check": "scipy.optimize.check_grad",
-        "error": float(relative),
-        "passed": bool(relative <= tolerances.FINITE_DIFFERENCE_RTOL),
+        "error": float(error),
+        "gradient_norm": norm,
+        "passed": bool(error <= allowed),
     }
 
 

@@ -154,9 +154,15 @@ def verdict_line(
             f"FAIL: {name}'s gradient fails the {record['check']} oracle at step {record['step']}"
         )
     if failure is None:
+        reported = sum(not c.passed for c in comparisons)
         return (
             f"PASS: {', '.join(others) or 'nothing'} agree with {result.reference} on all "
-            f"{len(comparisons)} comparisons at every one of {result.recipe.steps} steps."
+            f"{len(comparisons)} comparisons at every one of {result.recipe.steps} steps"
+            + (
+                f" ({reported} beyond tolerance reported as drift or near-ties, not failures)."
+                if reported
+                else "."
+            )
         )
     failed = sum(not c.passed and c.gating for c in comparisons)
     return f"FAIL ({failed} of {len(comparisons)} comparisons): {failure_message(failure)}"
@@ -235,7 +241,10 @@ def _synced_title(result: RunResult, comparisons: list[Comparison]) -> str:
 def _status(c: Comparison) -> str:
     if c.passed:
         return "[green]ok[/green]"
-    return "[yellow]drift[/yellow]" if not c.gating else "[bold red]FAIL[/bold red]"
+    if c.gating:
+        return "[bold red]FAIL[/bold red]"
+    final = c.quantity in ("test_predictions", "test_accuracy")
+    return "[yellow]near-tie[/yellow]" if final else "[yellow]drift[/yellow]"
 
 
 def _agreement_table(title: str, comparisons: list[Comparison]) -> Table:
@@ -314,7 +323,7 @@ def render_precision(
         margin = tie["smallest_margin"]
         margins.append(f"{name} {margin:.2g}" if margin is not None else f"{name} n/a")
         for row in tie["disagreements"]:
-            kind = "on a near-tie (rounding can flip it)" if row["near_tie"] else "NOT a near-tie"
+            kind = "on a near-tie (rounding decides it)" if row["near_tie"] else "NOT a near-tie"
             console.print(
                 f"  {name} predicts class {row['class']} for test row {row['row']}, "
                 f"{result.reference} class {row['reference_class']}: {kind}; margin "
@@ -332,9 +341,14 @@ def render_precision(
             for check in dict.fromkeys(r["check"] for r in records):
                 rows = [r for r in records if r["check"] == check]
                 if check == "taylor":
-                    outcome = "order " + ", ".join(f"{r['observed_order']:.3f}" for r in rows)
+                    outcome = "order " + ", ".join(
+                        "inconclusive" if r["inconclusive"] else f"{r['observed_order']:.3f}"
+                        for r in rows
+                    )
                 elif rows[0]["error"] is not None:
-                    outcome = "rel. error " + ", ".join(f"{r['error']:.1e}" for r in rows)
+                    outcome = "|error| / |gradient| " + ", ".join(
+                        f"{r['error']:.1e}/{r['gradient_norm']:.1e}" for r in rows
+                    )
                 else:
                     outcome = "agrees" if all(r["passed"] for r in rows) else "disagrees"
                 oracles.add_row(

@@ -153,7 +153,9 @@ def ulp_scale(values: np.ndarray, dtype: str) -> np.ndarray:
     return np.ldexp(1.0, exponent - PRECISION_BITS[dtype])
 
 
-#: Finite-difference oracles (``compare.oracle``), always in float64. A step of 1e-6 balances
+#: Finite-difference oracles (``compare.oracle``), always in float64: a gradient passes when
+#: ``|finite difference - gradient| <= ATOL + RTOL * |gradient|`` (scipy's check, in norms). A
+#: step of 1e-6 balances
 #: truncation (``h^2`` for the central differences of gradcheck and check_grads, ``h`` for
 #: scipy's forward differences) against rounding (``eps * |L| / h``, about 1e-11 here); both
 #: stay orders of magnitude inside these tolerances, which a wrong gradient (a missing factor,
@@ -165,3 +167,6 @@ FINITE_DIFFERENCE_ATOL = 1e-7
 
 #: The Taylor test passes when the observed order of the remainder is within this of 2.
 TAYLOR_ORDER_TOLERANCE = 0.25
+
+#: Taylor remainders below this many float64 roundings of the loss are noise and not used.
+TAYLOR_NOISE_ROUNDINGS = 1e3

@@ -161,10 +161,11 @@ def loss_and_grads(
     with np.errstate(**NONFINITE_IS_DATA):
         layers = forward(net, params, X)
         gradients = backward(net, params, X, Y, layers)
+        losses = loss(layers[-1].A, Y)
     grads = {
         name: g.dL_dW.astype(np.float64) for name, g in zip(net.param_names, gradients, strict=True)
     }
-    return loss(layers[-1].A, Y).astype(np.float64), grads
+    return losses.astype(np.float64), grads
 
 
 def predict(net: Network, params: Params, X: np.ndarray, dtype: str = "float64") -> np.ndarray:
