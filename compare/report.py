@@ -72,7 +72,7 @@ def to_json(
         "environment": environment,
         "reference": result.reference,
         "dtype": result.recipe.dtype,
-        "frameworks": summary(result),
+        "frameworks": _json_ready(summary(result)),
         "comparisons": [
             {
                 "framework": c.framework,
