@@ -268,9 +268,10 @@ def compare_independent(
         mode: The mode ``crosscheck run`` was asked for; in ``"both"`` per-step drift below
             float64 is reported without failing the verdict (``tolerances.drift_is_verdict``).
 
-    The final test predictions and accuracy decide the verdict in every mode, unless every
-    row whose class differs sits on a near-tie (``near_tie_rows``): then the difference is
-    reported, as drift is.
+    The final test predictions and accuracy decide the verdict in every mode, unless the test
+    outputs agree within tolerance and every row whose class differs sits on a near-tie
+    (``near_tie_rows``): then the models are the same to tolerance, rounding broke a tie, and
+    the difference is reported, as drift is.
     """
     dtype = result.recipe.dtype
     drift_gates = tolerances.drift_is_verdict(dtype, mode)
@@ -283,7 +284,12 @@ def compare_independent(
         if framework == result.reference:
             continue
         differing = result.test_predictions(framework) != result.test_predictions(result.reference)
-        only_ties = bool(np.all(ties[differing]))
+        outputs = compare_series(
+            result.runs[framework].test_outputs[None],
+            reference["test_outputs"][0],
+            rule.for_series(reference["test_outputs"][0]),
+        )
+        only_ties = bool(np.all(ties[differing])) and outputs["first_failing_step"] is None
         for quantity, (series, exact) in quantities(result, framework).items():
             expected = reference[quantity][0]
             # A final class that differs only on near-ties is rounding deciding a coin toss.

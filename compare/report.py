@@ -346,8 +346,9 @@ def render_precision(
                         for r in rows
                     )
                 elif rows[0]["error"] is not None:
-                    outcome = "|error| / |gradient| " + ", ".join(
-                        f"{r['error']:.1e}/{r['gradient_norm']:.1e}" for r in rows
+                    worst = max(rows, key=lambda r: r["error"])
+                    outcome = (
+                        f"|error| <= {worst['error']:.1e} (|gradient| {worst['gradient_norm']:.1e})"
                     )
                 else:
                     outcome = "agrees" if all(r["passed"] for r in rows) else "disagrees"

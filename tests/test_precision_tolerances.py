@@ -17,10 +17,9 @@ def test_rules_are_derived_from_machine_epsilon(dtype):
     synced = tolerances.synced(dtype, rows=130)
     assert independent.rtol == pytest.approx(math.sqrt(eps)), "independent rtol is sqrt(eps)"
     assert independent.atol == pytest.approx(independent.rtol * 1e-3)
-    assert synced.rtol == pytest.approx(8 * math.sqrt(130) * eps), "synced rtol is 8 sqrt(n) eps"
-    assert synced.rtol < independent.rtol or dtype in ("float16", "bfloat16"), (
-        "synced must be tighter than independent where eps is small"
-    )
+    expected = min(8 * math.sqrt(130) * eps, math.sqrt(eps))
+    assert synced.rtol == pytest.approx(expected), "synced rtol is 8 sqrt(n) eps, at most sqrt(eps)"
+    assert synced.rtol <= independent.rtol, "synced is never looser than independent"
 
 
 def test_synced_atol_scales_with_the_quantity():
