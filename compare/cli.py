@@ -12,6 +12,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -291,6 +292,8 @@ class _LazyProgress:
 def _run(args: argparse.Namespace, console: Console) -> int:
     recipe = recipe_from_args(args)
     tolerance = _tolerance(args, recipe.dtype)
+    if recipe.dtype == "bfloat16" and importlib.util.find_spec("ml_dtypes") is None:
+        raise UsageError("bfloat16 needs ml_dtypes (installed with JAX): pip install ml_dtypes")
     if args.report is not None:
         files.check_writable(args.report, schema=report.SCHEMA, force=args.force)
     if args.plots is not None and args.plots.exists() and not args.plots.is_dir():
