@@ -224,7 +224,8 @@ def check_points(
 def sample_steps(weights: dict[str, np.ndarray], count: int = 4) -> list[int]:
     """The initial state and ``count - 1`` more spread over a trajectory, finite ones only."""
     states = len(next(iter(weights.values())))
-    candidates = sorted({0, *(round(i * (states - 1) / (count - 1)) for i in range(count))})
+    spread = (round(i * (states - 1) / (count - 1)) for i in range(count)) if count > 1 else ()
+    candidates = sorted({0, *spread})
     return [
         step
         for step in candidates

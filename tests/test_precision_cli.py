@@ -101,3 +101,9 @@ def test_done_means_float32_independent_tight_rtol_exits_1():
     finished = _crosscheck("--dtype", "float32", "--mode", "independent", "--rtol", "1e-12")
     assert finished.returncode == 1, finished.stdout + finished.stderr
     assert "first at step" in finished.stdout.strip().splitlines()[-1]
+
+
+def test_an_unknown_mode_is_one_line_and_exit_2(capsys):
+    assert main(["run", "--mode", "sideways"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--mode" in err, err

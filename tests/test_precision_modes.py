@@ -162,3 +162,12 @@ def test_precision_switches_are_recorded_and_a_change_fails(float32_run):
         len(facts.environment_changes) == 1 and "torch.num_threads" in facts.environment_changes[0]
     )
     assert report.verdict([], facts) == "fail"
+
+
+def test_synced_evaluation_runs_in_worker_processes():
+    result = harness.run(Recipe(steps=5, dtype="float32"), ("numpy", "jax"), isolate=False)
+    synced = harness.synced(result, isolate=True, oracle_points=1)
+    assert set(synced) == {"numpy", "jax"}
+    assert synced["jax"]["grads"]["W1"].shape == (5, 4, 2)
+    assert [r["step"] for r in synced["jax"]["oracles"]] == [0, 0]
+    assert synced["jax"]["precision"]["before"]["jax_enable_x64"] is True

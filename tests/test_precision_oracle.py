@@ -125,6 +125,7 @@ def test_taylor_test_is_inconclusive_not_failed_where_the_network_is_saturated()
 def test_sample_steps_start_at_the_initial_weights_and_skip_nonfinite_states():
     series = {"W1": np.ones((11, 2, 2))}
     assert oracle.sample_steps(series, 4) == [0, 3, 7, 10]
+    assert oracle.sample_steps(series, 1) == [0]
     series["W1"][7] = np.nan
     assert oracle.sample_steps(series, 4) == [0, 3, 10]
 
