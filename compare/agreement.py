@@ -1,4 +1,7 @@
-"""Agreement: the per-dtype tolerance table and the comparison of trajectories.
+"""Agreement: the comparison of trajectories (independent and synced) and the precision facts.
+
+The tolerances and their reasoning live in ``compare.tolerances``; ``TOLERANCES`` here is the
+independent mode's table, kept under its old name.
 
 Two values agree when ``|a - b| <= atol + rtol * |b|``, ``b`` the reference's value: the
 convention of ``numpy.testing.assert_allclose`` and ``torch.testing.assert_close``. This module
@@ -16,10 +19,7 @@ import numpy as np
 
 from compare import tolerances
 from compare.harness import RunResult
-from compare.tolerances import EXACT, Tolerance
-
-__all__ = ["EXACT", "TOLERANCES", "Comparison", "Tolerance", "compare_run", "compare_series"]
-
+from compare.tolerances import EXACT, Tolerance  # defined there; callers also use them from here
 
 #: Default independent-mode tolerances by compute dtype: ``rtol = sqrt(eps)``, ``atol = rtol *
 #: 1e-3``. The reasoning, and the synced mode's tighter rule, live in ``compare.tolerances``.
