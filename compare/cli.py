@@ -13,6 +13,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -27,6 +28,7 @@ import implementations
 from compare import (
     agreement,
     baseline,
+    drift_plot,
     environment,
     examples,
     explain,
@@ -35,6 +37,7 @@ from compare import (
     mutants,
     plots,
     report,
+    tolerances,
 )
 from compare.recipe import DATASETS, Recipe, RecipeError
 from implementations.contract import ACTIVATIONS, DTYPES
@@ -206,6 +209,16 @@ def _add_run_parser(commands) -> None:
         help="the framework the others are compared with (default: %(default)s)",
     )
     comparison.add_argument(
+        "--mode",
+        choices=tolerances.MODES,
+        default="both",
+        help="independent: each framework trains on its own and whole trajectories are compared; "
+        "synced: every framework evaluates the loss and gradients at the reference's weights of "
+        "every step (no accumulated drift), plus gradient oracles; both: the verdict rests on "
+        "the synced gradients, the oracles and the final test predictions, and on per-step "
+        "drift only in float64 (default: %(default)s)",
+    )
+    comparison.add_argument(
         "--rtol", type=_finite_float, help="relative tolerance (default: per dtype, see the README)"
     )
     comparison.add_argument(
@@ -217,7 +230,8 @@ def _add_run_parser(commands) -> None:
         "--plots",
         type=Path,
         metavar="DIR",
-        help="draw loss, accuracy, gradient-difference and confusion-matrix PNGs into DIR",
+        help="draw PNGs into DIR (created if missing): loss and accuracy, gradient "
+        "differences, confusion matrices, and how the error grows",
     )
     output.add_argument(
         "--junit-xml", type=Path, metavar="PATH", help="write JUnit XML: a case per comparison"
@@ -256,12 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tolerance(args: argparse.Namespace, dtype: str) -> agreement.Tolerance:
-    default = agreement.TOLERANCES[dtype]
-    rtol = default.rtol if args.rtol is None else args.rtol
-    atol = default.atol if args.atol is None else args.atol
-    if rtol < 0 or atol < 0:
-        raise UsageError(f"tolerances must be non-negative, got rtol {rtol}, atol {atol}")
-    return agreement.Tolerance(rtol=rtol, atol=atol)
+    """The independent mode's tolerance; given ``--rtol`` alone, atol follows it."""
+    rule = tolerances.independent(dtype, args.rtol, args.atol)
+    if rule.rtol < 0 or rule.atol < 0:
+        raise UsageError(f"tolerances must be non-negative, got rtol {rule.rtol}, atol {rule.atol}")
+    return agreement.Tolerance(rtol=rule.rtol, atol=rule.atol)
 
 
 def _plain_output() -> bool:
@@ -305,6 +318,8 @@ class _LazyProgress:
 def _run(args: argparse.Namespace, console: Console) -> int:
     recipe = recipe_from_args(args)
     tolerance = _tolerance(args, recipe.dtype)
+    if recipe.dtype == "bfloat16" and importlib.util.find_spec("ml_dtypes") is None:
+        raise UsageError("bfloat16 needs ml_dtypes (installed with JAX): pip install ml_dtypes")
     if args.report is not None:
         files.check_writable(args.report, schema=report.SCHEMA, force=args.force)
     if args.plots is not None:
@@ -320,20 +335,39 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         )
     finally:
         progress.close()
-    comparisons = agreement.compare_run(result, tolerance)
-    report.render(console, result, comparisons, tolerance)
+    comparisons, facts = _compare_modes(args, result, tolerance)
+    report.render(console, result, comparisons, tolerance, facts)
     if args.report is not None:
-        document = report.to_json(result, comparisons, environment.describe())
+        document = report.to_json(result, comparisons, environment.describe(), facts)
         files.write_atomic(args.report, json.dumps(document, indent=2) + "\n")
         console.print(f"report written to {args.report}", highlight=False)
     if args.plots is not None:
         written = plots.write(result, args.plots, tolerance)
+        written += drift_plot.plot_drift(comparisons, args.plots)
         console.print(f"plots written: {', '.join(map(str, written))}", highlight=False)
     if args.junit_xml is not None:
         files.write_atomic(args.junit_xml, report.to_junit_xml("crosscheck run", comparisons))
     if args.markdown is not None:
         files.write_atomic(args.markdown, report.run_markdown(result, comparisons))
-    return EXIT_AGREE if report.verdict(comparisons) == "pass" else EXIT_DISAGREE
+    return EXIT_AGREE if report.verdict(comparisons, facts) == "pass" else EXIT_DISAGREE
+
+
+def _compare_modes(
+    args: argparse.Namespace, result: harness.RunResult, tolerance: agreement.Tolerance
+) -> tuple[list[agreement.Comparison], agreement.PrecisionFacts]:
+    """The comparisons of the modes ``--mode`` asks for, and the run's precision facts."""
+    synced = None
+    if args.mode in ("synced", "both"):
+        synced = harness.synced(result, isolate=not args.in_process)
+    comparisons = []
+    if args.mode in ("independent", "both"):
+        rule = tolerances.ToleranceRule(tolerance.rtol, tolerance.atol)
+        comparisons += agreement.compare_independent(result, rule, args.mode)
+    if synced is not None:
+        rows = len(result.dataset.X_train)
+        rule = tolerances.synced(result.recipe.dtype, rows, args.rtol, args.atol)
+        comparisons += agreement.compare_synced(result, synced, rule)
+    return comparisons, agreement.precision_facts(result, synced, args.mode, tolerance)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

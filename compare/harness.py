@@ -21,7 +21,7 @@ from types import ModuleType
 import numpy as np
 
 import implementations
-from compare import data, weights, worker
+from compare import data, oracle, weights, worker
 from compare.recipe import Recipe
 from implementations.contract import Network, Trajectory
 
@@ -135,6 +135,51 @@ def run(
     return RunResult(recipe, dataset, net, initial, reference, runs)
 
 
+def synced(
+    result: RunResult,
+    *,
+    modules: Mapping[str, ModuleType] | None = None,
+    isolate: bool = True,
+    oracle_points: int = 4,
+) -> dict[str, dict]:
+    """Evaluate every framework at the reference's weights of every step, and run the oracles.
+
+    Each framework computes the loss and gradients at all ``steps`` weight states of the
+    reference's trajectory in one batched ``loss_and_grads`` call (``jax.vmap``,
+    ``torch.func.vmap``, broadcast NumPy), so the synced comparison measures one step's
+    rounding without any accumulated drift. The gradient oracles (``compare.oracle``) run at
+    ``oracle_points`` finite states of the same trajectory, the initial weights first.
+
+    Args:
+        result: A finished run (``run``); its reference trajectory gives the points.
+        modules: As for ``run``.
+        isolate: As for ``run``: one worker process per framework.
+        oracle_points: How many states the oracles check (0: none).
+
+    Returns:
+        Framework -> ``worker.evaluate_synced``'s record.
+    """
+    reference = result.runs[result.reference].trajectory
+    points = {name: series[:-1] for name, series in reference.weights.items()}
+    steps = oracle.sample_steps(reference.weights, oracle_points) if oracle_points else []
+    checked = {step: {n: w[step] for n, w in reference.weights.items()} for step in steps}
+    X, Y = result.dataset.X_train, result.dataset.Y_train
+    args = (result.network, points, X, Y, result.recipe.dtype, checked)
+    names = list(result.runs)
+    if modules is None and isolate:
+        workers = _Workers(names, job="synced")
+        try:
+            return workers.train(args, None, 0)
+        finally:
+            workers.close()
+    return {
+        name: worker.evaluate_synced(
+            name, modules[name] if modules is not None else implementations.load(name), *args
+        )
+        for name in names
+    }
+
+
 def _reporter(progress: RunProgress | None, name: str, total: int):
     if progress is None:
         return None
@@ -152,7 +197,7 @@ class _Workers:
     JAX's or torch's threads is unsafe, and "spawn" re-imports the caller's main script.
     """
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], job: str = "train") -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="crosscheck-")
         self._processes = {}
         # One OpenMP thread per worker unless the user chose otherwise: this network's arrays
@@ -165,7 +210,7 @@ class _Workers:
         for name in names:
             with (Path(self._folder.name) / f"{name}.err").open("wb") as errors:
                 self._processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "compare.worker", name, str(self._out(name))],
+                    [sys.executable, "-m", "compare.worker", name, str(self._out(name)), job],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=errors,

@@ -79,8 +79,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         name="loss-typo",
         description="the tutorial's typo: (A - Y) * 2 for (A - Y) ** 2 in the loss",
         framework="numpy",
-        find="np.sum((A_out - Y) ** 2, axis=(-2, -1))",
-        replace="np.sum((A_out - Y) * 2, axis=(-2, -1))",
+        find="squared = (A_out - Y) ** 2",
+        replace="squared = (A_out - Y) * 2",
     ),
     Mutant(
         name="missing-sigmoid-derivative",
@@ -109,8 +109,10 @@ CATALOGUE: tuple[Mutant, ...] = (
         framework="numpy",
         # Written out layer by layer (as the tutorial does) the bug is one line, dA1 = dZ2 @ W2;
         # in this loop it takes a condition to hit the output layer alone.
-        find="dL_dA_prev = delta @ np.swapaxes(W, -1, -2)",
-        replace="dL_dA_prev = delta @ (W if index == len(layers) - 1 else np.swapaxes(W, -1, -2))",
+        find="dL_dA_prev = matmul(delta, np.swapaxes(W, -1, -2))",
+        replace=(
+            "dL_dA_prev = matmul(delta, W if index == len(layers) - 1 else np.swapaxes(W, -1, -2))"
+        ),
         recipe_changes={"hidden": (3,)},
         why="hidden width 3 makes W2 square (3x3), the only shape where this bug runs silently",
     ),

@@ -28,7 +28,7 @@ This module must not import any framework.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -101,6 +101,8 @@ class Trajectory:
         train_predictions: ``(steps + 1, n_train)``: top-1 class of every training row at
             weight state ``k``.
         seconds: Wall time of ``train``.
+        precision: The framework's precision switches before and after training
+            (``{"before": {...}, "after": {...}}``), filled in by ``compare.worker``.
     """
 
     framework: str
@@ -110,6 +112,7 @@ class Trajectory:
     weights: dict[str, np.ndarray]
     train_predictions: np.ndarray
     seconds: float = 0.0
+    precision: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:

@@ -32,8 +32,8 @@ from implementations.contract import (  # noqa: E402
 
 NAME = "jax"
 
-#: Dtypes this implementation computes natively in.
-DTYPES = ("float64", "float32")
+#: Dtypes this implementation computes natively in (XLA's CPU backend covers all four).
+DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid,
@@ -108,6 +108,19 @@ def predict(net: Network, params: Params, X: np.ndarray, dtype: str = "float64")
     """The network output ``A_L`` for the rows of ``X``, computed in ``dtype``."""
     params, X, _ = _arrays(net, params, X, None, dtype)
     return np.asarray(jax.jit(forward, static_argnums=0)(net, params, X), dtype=np.float64)
+
+
+def precision_environment() -> dict[str, object]:
+    """The configuration that decides JAX's precision: x64, matmul precision, backend, flags."""
+    import os
+
+    return {
+        "jax_enable_x64": bool(jax.config.jax_enable_x64),
+        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+        "jax.default_backend": jax.default_backend(),
+        "jax.device_count": jax.device_count(),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+    }
 
 
 def train(

@@ -22,8 +22,8 @@ from implementations.contract import Network, Params, Progress, Trajectory, chec
 
 NAME = "torch"
 
-#: Dtypes this implementation computes natively in.
-DTYPES = ("float64", "float32")
+#: Dtypes this implementation computes natively in (torch's CPU kernels cover all four).
+DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 ACTIVATIONS = {
     "sigmoid": torch.sigmoid,
@@ -80,6 +80,20 @@ def predict(net: Network, params: Params, X: np.ndarray, dtype: str = "float64")
     weights, X, _ = _tensors(net, params, X, None, dtype)
     with torch.no_grad():
         return forward(net, weights, X).double().numpy()
+
+
+def precision_environment() -> dict[str, object]:
+    """The global switches that decide torch's float32 arithmetic and its summation order."""
+    return {
+        "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+        "torch.backends.mkldnn.enabled": torch.backends.mkldnn.enabled,
+        "torch.deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "torch.default_dtype": str(torch.get_default_dtype()),
+        "torch.num_threads": torch.get_num_threads(),
+        "torch.num_interop_threads": torch.get_num_interop_threads(),
+    }
 
 
 def train(

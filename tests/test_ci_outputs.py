@@ -33,8 +33,8 @@ def test_junit_has_one_case_per_comparison_and_failures_carry_the_message():
     root = ET.fromstring(report.to_junit_xml("crosscheck run", [good, bad]))
     cases = root.findall("./testsuite/testcase")
     assert [(c.get("classname"), c.get("name")) for c in cases] == [
-        ("crosscheck.torch", "loss"),
-        ("crosscheck.torch", "grad:W1"),
+        ("crosscheck.torch.independent", "loss"),
+        ("crosscheck.torch.independent", "grad:W1"),
     ]
     assert cases[0].find("failure") is None
     failure = cases[1].find("failure")
@@ -49,7 +49,9 @@ def test_run_writes_junit_and_markdown(tmp_path, capsys):
     assert cli.main([*argv, "--junit-xml", str(junit), "--markdown", str(markdown)]) == 0
     cases = ET.parse(junit).getroot().findall(".//testcase")
     names = [(c.get("classname"), c.get("name")) for c in cases]
-    assert len(names) == len(set(names)) == 9, names  # jax x 9 quantities
+    # jax x (9 independent quantities + the synced loss and two gradients)
+    assert len(names) == len(set(names)) == 12, names
+    assert ("crosscheck.jax.synced", "grad:W1") in names
     text = markdown.read_text()
     assert text.startswith("<!-- crosscheck.markdown/1 -->\n### crosscheck run: PASS")
     assert "| jax | `grad:W1` | numpy |" in text

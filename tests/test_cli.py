@@ -46,7 +46,9 @@ def test_agreeing_run_exits_0_and_writes_the_report(capsys, tmp_path):
         "atol",
     ):
         assert key in row
-    assert len(document["comparisons"]) == 2 * 9
+    # Default mode "both": 9 independent quantities and the synced loss and 2 gradients.
+    modes = [row["mode"] for row in document["comparisons"]]
+    assert modes.count("independent") == 2 * 9 and modes.count("synced") == 2 * 3
 
 
 def test_a_disagreement_exits_1_and_names_step_and_quantity(capsys):
