@@ -331,7 +331,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     progress = _LazyProgress(enabled=not _plain_output())
     try:
         result = harness.run(
-            recipe, args.frameworks, args.reference, progress=progress, isolate=not args.in_process
+            recipe,
+            args.frameworks,
+            args.reference,
+            progress=progress,
+            isolate=not args.in_process,
+            synced=args.mode in ("synced", "both"),
         )
     finally:
         progress.close()
@@ -356,9 +361,7 @@ def _compare_modes(
     args: argparse.Namespace, result: harness.RunResult, tolerance: agreement.Tolerance
 ) -> tuple[list[agreement.Comparison], agreement.PrecisionFacts]:
     """The comparisons of the modes ``--mode`` asks for, and the run's precision facts."""
-    synced = None
-    if args.mode in ("synced", "both"):
-        synced = harness.synced(result, isolate=not args.in_process)
+    synced = result.synced
     comparisons = []
     if args.mode in ("independent", "both"):
         rule = tolerances.ToleranceRule(tolerance.rtol, tolerance.atol)

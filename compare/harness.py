@@ -7,6 +7,7 @@ outputs. Comparing is ``compare.agreement``'s job; printing is ``compare.report`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -47,6 +48,8 @@ class RunResult:
     initial_weights: dict[str, np.ndarray]
     reference: str
     runs: dict[str, FrameworkRun]
+    #: Framework -> ``worker.evaluate_synced``'s record, when the run was asked for it.
+    synced: dict[str, dict] | None = None
 
     def train_accuracy(self, framework: str) -> np.ndarray:
         """``(steps + 1,)``: training accuracy at every weight state."""
@@ -70,6 +73,8 @@ def run(
     modules: Mapping[str, ModuleType] | None = None,
     progress: RunProgress | None = None,
     isolate: bool = True,
+    synced: bool = False,
+    oracle_points: int = 4,
 ) -> RunResult:
     """Train every framework on ``recipe`` from the shared initial weights.
 
@@ -87,6 +92,10 @@ def run(
             the caller's process, and it overlaps one framework's import and training with the
             others' on a multi-core machine. (Threads would not: the NumPy and PyTorch loops
             hold the GIL between their tiny kernels.) Without it they train here, in turn.
+        synced: Then evaluate every framework at the reference's weights of every step and run
+            the gradient oracles (see ``synced``), in the same worker processes, and keep the
+            records in ``RunResult.synced``.
+        oracle_points: As for ``synced``.
 
     Raises:
         KeyError: a framework name is not registered.
@@ -115,7 +124,7 @@ def run(
             recipe.dtype,
         )
         if workers is not None:
-            results = workers.train(args, progress, recipe.steps)
+            results = workers.submit("train", args, progress, recipe.steps)
         else:
             results = {
                 name: worker.train_and_predict(
@@ -125,14 +134,21 @@ def run(
                 )
                 for name in names
             }
+        runs = {}
+        for name, (trajectory, outputs) in results.items():
+            trajectory.framework = name
+            runs[name] = FrameworkRun(trajectory=trajectory, test_outputs=outputs)
+        result = RunResult(recipe, dataset, net, initial, reference, runs)
+        if synced:
+            result.synced = (
+                workers.submit("synced", _synced_args(result, oracle_points))
+                if workers is not None
+                else _evaluate_in_process(result, modules, oracle_points)
+            )
     finally:
         if workers is not None:
             workers.close()
-    runs = {}
-    for name, (trajectory, outputs) in results.items():
-        trajectory.framework = name
-        runs[name] = FrameworkRun(trajectory=trajectory, test_outputs=outputs)
-    return RunResult(recipe, dataset, net, initial, reference, runs)
+    return result
 
 
 def synced(
@@ -159,24 +175,33 @@ def synced(
     Returns:
         Framework -> ``worker.evaluate_synced``'s record.
     """
+    if modules is None and isolate:
+        workers = _Workers(list(result.runs))
+        try:
+            return workers.submit("synced", _synced_args(result, oracle_points))
+        finally:
+            workers.close()
+    return _evaluate_in_process(result, modules, oracle_points)
+
+
+def _synced_args(result: RunResult, oracle_points: int) -> tuple:
     reference = result.runs[result.reference].trajectory
     points = {name: series[:-1] for name, series in reference.weights.items()}
     steps = oracle.sample_steps(reference.weights, oracle_points) if oracle_points else []
     checked = {step: {n: w[step] for n, w in reference.weights.items()} for step in steps}
     X, Y = result.dataset.X_train, result.dataset.Y_train
-    args = (result.network, points, X, Y, result.recipe.dtype, checked)
-    names = list(result.runs)
-    if modules is None and isolate:
-        workers = _Workers(names, job="synced")
-        try:
-            return workers.train(args, None, 0)
-        finally:
-            workers.close()
+    return (result.network, points, X, Y, result.recipe.dtype, checked)
+
+
+def _evaluate_in_process(
+    result: RunResult, modules: Mapping[str, ModuleType] | None, oracle_points: int
+) -> dict[str, dict]:
+    args = _synced_args(result, oracle_points)
     return {
         name: worker.evaluate_synced(
             name, modules[name] if modules is not None else implementations.load(name), *args
         )
-        for name in names
+        for name in result.runs
     }
 
 
@@ -197,9 +222,11 @@ class _Workers:
     JAX's or torch's threads is unsafe, and "spawn" re-imports the caller's main script.
     """
 
-    def __init__(self, names: Sequence[str], job: str = "train") -> None:
+    def __init__(self, names: Sequence[str]) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="crosscheck-")
         self._processes = {}
+        self._jobs = 0
+        self._busy = False  # a job was sent and has not finished everywhere
         # One OpenMP thread per worker unless the user chose otherwise: this network's arrays
         # are far below the size at which intra-op threads pay (so the numbers do not change),
         # and with the frameworks training side by side, spinning OpenMP threads starve the
@@ -210,7 +237,7 @@ class _Workers:
         for name in names:
             with (Path(self._folder.name) / f"{name}.err").open("wb") as errors:
                 self._processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "compare.worker", name, str(self._out(name)), job],
+                    [sys.executable, "-m", "compare.worker", name, str(self._out(name))],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=errors,
@@ -220,37 +247,63 @@ class _Workers:
     def _out(self, name: str) -> Path:
         return Path(self._folder.name) / f"{name}.out"
 
-    def train(self, args: tuple, progress: RunProgress | None, total: int) -> dict:
-        """Send every worker ``args``, relay progress, return ``{name: (trajectory, outputs)}``."""
-        payload = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
+    def submit(
+        self, job: str, args: tuple, progress: RunProgress | None = None, total: int = 0
+    ) -> dict:
+        """Run ``job`` with ``args`` in every worker at once; return ``{name: result}``.
+
+        Progress lines are relayed to ``progress`` as they come. The workers stay alive for the
+        next job until ``close``.
+        """
+        self._jobs += 1
+        number = self._jobs - 1
+        self._busy = True
+        payload = pickle.dumps((job, args), protocol=pickle.HIGHEST_PROTOCOL)
 
         def drive(name: str) -> None:
             process = self._processes[name]
             try:
                 process.stdin.write(payload)
-                process.stdin.close()
+                process.stdin.flush()
             except BrokenPipeError:
-                pass  # the worker died while importing; its exit status and error say why
+                pass  # the worker died; its exit status and error say why
             for line in process.stdout:
                 if line.startswith(b"progress ") and progress is not None:
                     progress(name, int(line.split()[1]), total)
-            if process.wait() != 0:
-                errors = (Path(self._folder.name) / f"{name}.err").read_text(errors="replace")
-                lines = [line for line in errors.splitlines() if line.strip()]
-                last = lines[-1] if lines else f"exit status {process.returncode}"
-                raise WorkerError(f"the {name} worker failed: {last}")
+                elif line.strip() == f"done {number}".encode():
+                    return
+            process.wait()
+            errors = (Path(self._folder.name) / f"{name}.err").read_text(errors="replace")
+            lines = [line for line in errors.splitlines() if line.strip()]
+            last = lines[-1] if lines else f"exit status {process.returncode}"
+            raise WorkerError(f"the {name} worker failed: {last}")
 
         with ThreadPoolExecutor(max_workers=len(self._processes)) as pool:
             for future in [pool.submit(drive, name) for name in self._processes]:
                 future.result()
-        return {name: pickle.loads(self._out(name).read_bytes()) for name in self._processes}
+        self._busy = False
+        return {
+            name: pickle.loads(Path(f"{self._out(name)}.{number}").read_bytes())
+            for name in self._processes
+        }
 
     def close(self) -> None:
-        """Stop any worker still running and remove the temporary folder."""
+        """End the workers and remove the temporary folder.
+
+        Idle workers end when their input closes; a job still running (an error or Ctrl-C
+        interrupted it) is killed rather than waited for.
+        """
         for process in self._processes.values():
-            if process.poll() is None:
+            if self._busy:
                 process.kill()
-            process.wait()
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+        for process in self._processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
             for stream in (process.stdin, process.stdout, process.stderr):
                 if stream is not None:
                     stream.close()

@@ -1,17 +1,19 @@
 """Trains one framework, in the harness's process or in a worker process of its own.
 
 ``python -m compare.worker NAME OUT`` imports implementation ``NAME`` at once (so the
-framework's import overlaps the harness's own start-up), then reads the pickled training
-arguments from standard input, trains, prints ``progress N`` lines as it goes, and pickles
-``(trajectory, test_outputs)`` to ``OUT``, a file in the harness's private temporary folder.
-``python -m compare.worker NAME OUT synced`` instead evaluates the loss and gradients at given
-parameter points (the reference's weights at every step) and runs the gradient oracles there
-(``evaluate_synced``). This module imports nothing heavy at the top (no scikit-learn, no
-framework), so a worker imports only the one framework it trains.
+framework's import overlaps the harness's own start-up), then runs the jobs the harness sends on
+standard input, one pickled ``(job, args)`` at a time, until standard input closes: ``"train"``
+(train, printing ``progress N`` lines as it goes; the result is ``(trajectory, test_outputs)``)
+and ``"synced"`` (``evaluate_synced``: the loss and gradients at given parameter points, and the
+gradient oracles there). Job ``k``'s result is pickled to ``OUT.k``, a file in the harness's
+private temporary folder, and announced with a ``done k`` line. This module imports nothing
+heavy at the top (no scikit-learn, no framework), so a worker imports only the one framework it
+runs.
 """
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import sys
 from types import ModuleType
@@ -92,22 +94,27 @@ def evaluate_synced(
     }
 
 
-def _main(name: str, out_path: str, job: str = "train") -> None:
+def _main(name: str, out_path: str) -> None:
     module = implementations.load(name)
-    args = pickle.load(sys.stdin.buffer)
-    if job == "synced":
-        result = evaluate_synced(name, module, *args)
-        with open(out_path, "wb") as stream:
+    # Jobs arrive one pickled ``(job, args)`` at a time until the harness closes standard input,
+    # so a second job (the synced evaluation) reuses this process and its imported framework.
+    for number in itertools.count():
+        try:
+            job, args = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            return
+        if job == "synced":
+            result = evaluate_synced(name, module, *args)
+        else:
+
+            def report(done: int) -> None:
+                print(f"progress {done}", flush=True)
+
+            result = train_and_predict(module, *args, progress=report)
+        with open(f"{out_path}.{number}", "wb") as stream:
             pickle.dump(result, stream, protocol=pickle.HIGHEST_PROTOCOL)
-        return
-
-    def report(done: int) -> None:
-        print(f"progress {done}", flush=True)
-
-    result = train_and_predict(module, *args, progress=report)
-    with open(out_path, "wb") as stream:
-        pickle.dump(result, stream, protocol=pickle.HIGHEST_PROTOCOL)
+        print(f"done {number}", flush=True)
 
 
 if __name__ == "__main__":
-    _main(*sys.argv[1:4])
+    _main(*sys.argv[1:3])

@@ -163,6 +163,6 @@ def test_a_crashing_worker_is_reported_in_one_line():
             match=r"the no_such_framework worker failed: "
             r"KeyError: .*unknown framework",
         ):
-            workers.train((), None, 1)
+            workers.submit("train", ())
     finally:
         workers.close()
