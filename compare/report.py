@@ -223,18 +223,17 @@ def render(
     titles = {
         "independent": (
             f"Agreement with {result.reference} at every step"
-            + (", each framework on its own trajectory" if facts is not None else "")
-            + f" (|a - b| <= atol + rtol |b|, rtol {tolerance.rtol:.3g}, "
-            f"atol {tolerance.atol:.3g}; predictions and accuracies exact"
-            + ("; drift: beyond tolerance, reported, not failed" if _has_drift(comparisons) else "")
-            + ")"
+            + (", each framework on its own trajectory" if facts is not None else ""),
+            f"agree: |a - b| <= atol + rtol*|b| (b: {result.reference}), "
+            f"rtol {tolerance.rtol:.3g}, atol {tolerance.atol:.3g}; predictions, accuracies: exact"
+            + ("; drift: beyond tolerance, reported only" if _has_drift(comparisons) else ""),
         ),
         "synced": _synced_title(result, comparisons),
     }
-    for mode, title in titles.items():
+    for mode, (title, caption) in titles.items():
         rows = [c for c in comparisons if c.mode == mode]
         if rows:
-            console.print(_agreement_table(title, rows))
+            console.print(_agreement_table(title, caption, rows))
     if facts is not None:
         render_precision(console, result, comparisons, facts)
     line = verdict_line(result, comparisons, facts)
@@ -250,12 +249,13 @@ def _has_drift(comparisons: list[Comparison]) -> bool:
     return any(not c.gating for c in comparisons if c.mode == "independent")
 
 
-def _synced_title(result: RunResult, comparisons: list[Comparison]) -> str:
+def _synced_title(result: RunResult, comparisons: list[Comparison]) -> tuple[str, str]:
     synced = [c for c in comparisons if c.mode == "synced"]
     rtol = f"{synced[0].rtol:.3g}" if synced else "?"
     return (
-        f"Synced: loss and gradients of every framework at {result.reference}'s weights of every "
-        f"step, no accumulated drift (rtol {rtol}; atol per quantity, shown)"
+        f"Synced: every framework's loss and gradients at {result.reference}'s weights of every "
+        "step (no accumulated drift)",
+        f"agree: |a - b| <= atol + rtol*|b|, rtol {rtol}, atol per quantity (its column)",
     )
 
 
@@ -268,8 +268,8 @@ def _status(c: Comparison) -> str:
     return "[yellow]near-tie[/yellow]" if final else "[yellow]drift[/yellow]"
 
 
-def _agreement_table(title: str, comparisons: list[Comparison]) -> Table:
-    table = Table(title=title, title_justify="left")
+def _agreement_table(title: str, caption: str, comparisons: list[Comparison]) -> Table:
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     columns = ["framework", "quantity", "max abs", "max rel", "ULP", "worst at"]
     if any(c.mode == "synced" for c in comparisons):
         columns.append("atol")
@@ -311,8 +311,8 @@ def render_precision(
     ]
     if drifting:
         drift = Table(
-            title="Drift of the independent trajectories: greatest |a - b| reached by a step, "
-            "and the first step that reaches each level",
+            title="Drift of the independent trajectories: greatest |a - b| up to a step, "
+            "and the first step to reach each level",
             title_justify="left",
         )
         columns = ["framework", "quantity", "step 1", "step 10", "step 100", "step 1000"]
