@@ -173,10 +173,12 @@ def verdict_line(
         return (
             f"FAIL: {name}'s gradient fails the {record['check']} oracle at step {record['step']}"
         )
+    if failure is None and not others:
+        return f"PASS: only {result.reference} ran, so there was nothing to compare it with."
     if failure is None:
         reported = sum(not c.passed for c in comparisons)
         return (
-            f"PASS: {', '.join(others) or 'nothing'} "
+            f"PASS: {', '.join(others)} "
             f"{'agrees' if len(others) == 1 else 'agree'} with {result.reference} on all "
             f"{len(comparisons)} comparisons at every one of {result.recipe.steps} steps"
             + (

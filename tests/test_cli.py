@@ -166,3 +166,11 @@ def test_a_crashing_worker_is_reported_in_one_line():
             workers.submit("train", ())
     finally:
         workers.close()
+
+
+def test_the_reference_alone_says_there_was_nothing_to_compare(capsys):
+    code, out, _ = _run(capsys, *SHORT, "--frameworks", "numpy", "--in-process")
+    assert code == 0
+    assert out.strip().splitlines()[-1] == (
+        "PASS: only numpy ran, so there was nothing to compare it with."
+    )
