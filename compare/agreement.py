@@ -203,18 +203,6 @@ def compare_run(result: RunResult, tolerance: Tolerance | None = None) -> list[C
 DRIFT_THRESHOLDS = (1e-6, 1e-4, 1e-2)
 
 
-def per_step_error(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """``(steps,)``: the greatest ``|a - b|`` at each step (identical non-finite values: 0;
-    a non-finite value on one side only: inf)."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
-    with np.errstate(invalid="ignore"):
-        error = np.where(same, 0.0, np.abs(actual - expected))
-    error = np.where(np.isnan(error), np.inf, error)
-    return error.reshape(len(error), -1).max(axis=1, initial=0.0)
-
-
 def log_spaced_steps(steps: int) -> list[int]:
     """0, 1, 2, 5, 10, 20, 50, ... below ``steps``, and always the last step."""
     chosen, decade = {0, steps - 1}, 1
@@ -230,7 +218,7 @@ def error_growth(actual: np.ndarray, expected: np.ndarray, dtype: str) -> dict[s
     Returns:
         ``max_ulp``, ``growth`` and ``crossings``, the fields of ``Comparison``.
     """
-    error = per_step_error(actual, expected)
+    error = max_abs_by_step(actual, expected)
     magnitudes = np.abs(np.asarray(expected, dtype=np.float64)).reshape(len(error), -1)
     scale = np.where(np.isfinite(magnitudes), magnitudes, 0.0).max(axis=1, initial=0.0)
     ulps = error / tolerances.ulp_scale(scale, dtype)

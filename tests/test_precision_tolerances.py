@@ -77,9 +77,9 @@ def test_error_in_ulps_is_relative_to_the_steps_largest_value():
 
 def test_a_nonfinite_value_on_one_side_only_is_an_infinite_error():
     expected = np.array([[1.0], [np.nan], [np.inf]])
-    assert list(agreement.per_step_error(expected, expected)) == [0.0, 0.0, 0.0]
+    assert list(agreement.max_abs_by_step(expected, expected)) == [0.0, 0.0, 0.0]
     actual = np.array([[1.0], [2.0], [np.inf]])
-    assert list(agreement.per_step_error(actual, expected)) == [0.0, np.inf, 0.0]
+    assert list(agreement.max_abs_by_step(actual, expected)) == [0.0, np.inf, 0.0]
 
 
 def test_near_tie_rows_are_those_the_tolerance_cannot_order():
