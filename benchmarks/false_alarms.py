@@ -1,0 +1,209 @@
+"""Benchmark: how often does crosscheck fail when every framework is correct?
+
+A false alarm is a verdict of "fail" on a run where nothing is wrong: the shipped
+implementations are all correct, so every "fail" this script sees is a bug of crosscheck (or
+of a shipped implementation, which is as bad). It draws honest configurations from a seeded
+generator, covering every data set, widths 1 to 64, depth 1 to 3, steps 1 to 50,000, all four
+dtypes, every comparison mode, and the grown model family (activations, losses, optimizers,
+biases, minibatches, standardised or raw inputs), plus the configurations that raised false
+alarms before, and runs each through ``compare.check`` exactly as ``crosscheck run`` does.
+
+It prints one line per configuration, then the count of false alarms, what the sample covered,
+and every false alarm's first failure. Results go to a JSON-lines file as they come, so an
+interrupted sweep resumes where it stopped (``--out``). Exit status 0 when there were no false
+alarms, 1 otherwise.
+
+Usage: ``python benchmarks/false_alarms.py [--count 300] [--seed 0] [--out PATH] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compare import Recipe, check
+
+#: Configurations that raised false alarms in earlier versions (issue 8), always included.
+KNOWN = (
+    {"steps": 1000, "init_seed": 5},
+    {"steps": 1000, "init_seed": 5, "dtype": "float32"},
+    {"steps": 500, "dataset": "wine", "dtype": "float32", "init_seed": 2},
+    {"steps": 500, "dataset": "breast_cancer", "dtype": "float32", "init_seed": 2},
+    {"steps": 50000},
+    {"test_size": 149, "steps": 10},
+)
+
+DATASETS = ("iris", "wine", "breast_cancer", "digits")
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+MODES = ("both", "both", "independent", "synced")
+HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "gelu_tanh", "identity")
+#: Loss -> the output activations that loss accepts.
+LOSS_OUTPUTS = {
+    "half-mse": ("sigmoid", "identity", "tanh"),
+    "mse": ("sigmoid", "identity"),
+    "half-sse": ("sigmoid",),
+    "cross-entropy": ("identity",),
+    "binary-cross-entropy": ("sigmoid",),
+}
+#: Optimizer -> learning rates a user would try with it.
+LEARNING_RATES = {
+    "sgd": (0.01, 0.1, 0.5),
+    "momentum": (0.01, 0.05),
+    "adam": (0.001, 0.01),
+    "adamw": (0.001, 0.01),
+}
+#: Rows of each data set (the cost of a step grows with them).
+WIDTHS = (1, 2, 3, 4, 8, 16, 32, 64)
+ROWS = {"iris": 150, "wine": 178, "breast_cancer": 569, "digits": 1797}
+
+
+def draw(rng: np.random.Generator) -> dict[str, object]:
+    """One honest configuration: every choice is something a careful user might run."""
+    dataset = str(rng.choice(DATASETS))
+    depth = int(rng.integers(1, 4))
+    hidden = tuple(int(w) for w in rng.choice(WIDTHS, size=depth - 1))
+    # Steps log-uniform in [1, 50000], capped so that one configuration stays within seconds
+    # to a minute: large networks on large data get fewer steps.
+    cost = ROWS[dataset] * (1 + sum(hidden))
+    cap = int(min(50_000, max(50, 4e8 / cost / 100)))
+    steps = round(math.exp(rng.uniform(0, math.log(cap))))
+    loss = str(rng.choice(tuple(LOSS_OUTPUTS)))
+    output = str(rng.choice(LOSS_OUTPUTS[loss]))
+    hidden_activation = str(rng.choice(HIDDEN_ACTIVATIONS))
+    optimizer = str(rng.choice(tuple(LEARNING_RATES)))
+    config: dict[str, object] = {
+        "dataset": dataset,
+        "hidden": hidden,
+        "activations": (*([hidden_activation] * len(hidden)), output),
+        "loss": loss,
+        "biases": bool(rng.integers(0, 2)),
+        "standardize": bool(rng.random() < 0.6),
+        "optimizer": optimizer,
+        "lr": float(rng.choice(LEARNING_RATES[optimizer])),
+        "steps": steps,
+        "dtype": str(rng.choice(DTYPES)),
+        "init_seed": int(rng.integers(0, 1000)),
+        "split_seed": int(rng.integers(0, 1000)),
+        "mode": str(rng.choice(MODES)),
+    }
+    if optimizer == "momentum":
+        config["momentum"] = float(rng.choice((0.5, 0.9)))
+        config["nesterov"] = bool(rng.integers(0, 2))
+    if optimizer in ("adamw",) or rng.random() < 0.2:
+        config["weight_decay"] = float(rng.choice((0.0, 1e-4, 1e-2)))
+    if rng.random() < 0.3:
+        config["batch_size"] = int(rng.choice((8, 16, 32, 64)))
+        config["batch_seed"] = int(rng.integers(0, 100))
+    if rng.random() < 0.2:
+        config["init_scheme"] = str(rng.choice(("glorot", "he", "lecun", "uniform")))
+    return config
+
+
+def run_one(config: dict[str, object]) -> dict[str, object]:
+    """Check one configuration; returns its verdict and, on failure, the first failure."""
+    settings = dict(config)
+    mode = str(settings.pop("mode", "both"))
+    started = time.perf_counter()
+    try:
+        result = check(Recipe(**settings), mode=mode)
+    except Exception as error:  # a refusal (too large, bad recipe) is not a verdict
+        return {"config": config, "verdict": "error", "error": f"{type(error).__name__}: {error}"}
+    record: dict[str, object] = {
+        "config": config,
+        "verdict": result.verdict,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    failure = result.first_failure
+    if failure is not None:
+        record["first_failure"] = {
+            "framework": failure.framework,
+            "mode": failure.mode,
+            "quantity": failure.quantity,
+            "step": failure.first_failing_step,
+            "index": failure.first_failing_index,
+            "max_abs": failure.max_abs,
+            "rtol": failure.rtol,
+            "atol": failure.atol,
+        }
+    failed_oracles = [
+        {"framework": name, **{k: v for k, v in oracle.items() if k != "passed"}}
+        for name, oracle in result.precision.failed_oracles
+    ]
+    if failed_oracles:
+        record["failed_oracles"] = failed_oracles
+    return record
+
+
+def configurations(count: int, seed: int) -> list[dict[str, object]]:
+    """The known false alarms first (mode "both"), then ``count`` drawn configurations."""
+    rng = np.random.default_rng(seed)
+    known = [{**config, "mode": "both"} for config in KNOWN]
+    return known + [draw(rng) for _ in range(count)]
+
+
+def _key(config: dict[str, object]) -> str:
+    return json.dumps(config, sort_keys=True, default=list)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=300, help="drawn configurations")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draw")
+    parser.add_argument("--out", type=Path, default=Path("out/false_alarms.jsonl"))
+    parser.add_argument("--quick", action="store_true", help="20 configurations, for a try")
+    args = parser.parse_args()
+    configs = configurations(20 if args.quick else args.count, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done: dict[str, dict] = {}
+    if args.out.exists():
+        for line in args.out.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                done[_key(record["config"])] = record
+    records = []
+    with args.out.open("a") as stream:
+        for number, config in enumerate(configs, 1):
+            key = _key(json.loads(json.dumps(config, default=list)))
+            record = done.get(key)
+            if record is None:
+                record = run_one(config)
+                stream.write(json.dumps(record, default=list) + "\n")
+                stream.flush()
+            records.append(record)
+            print(f"{number:4d}/{len(configs)} {record['verdict']:<5} {key}", flush=True)
+    return summarise(records)
+
+
+def summarise(records: list[dict[str, object]]) -> int:
+    """Print the count, the coverage and every false alarm; the exit status."""
+    alarms = [r for r in records if r["verdict"] == "fail"]
+    errors = [r for r in records if r["verdict"] == "error"]
+    judged = len(records) - len(errors)
+    print(f"\n{len(alarms)} false alarms in {judged} honest configurations judged", end="")
+    print(f" ({len(errors)} refused or failed to start)")
+    for field in ("dataset", "dtype", "mode", "optimizer", "loss", "biases"):
+        counts = collections.Counter(str(r["config"].get(field, "default")) for r in records)
+        print(f"  {field}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    steps = [int(r["config"].get("steps", 5000)) for r in records]
+    depths = [len(r["config"].get("hidden", (2,))) + 1 for r in records]
+    widths = [w for r in records for w in r["config"].get("hidden", (2,))] or [0]
+    print(
+        f"  steps {min(steps)}..{max(steps)}, depth {min(depths)}..{max(depths)}, "
+        f"hidden widths {min(widths)}..{max(widths)}"
+    )
+    for record in alarms:
+        print(f"FALSE ALARM {json.dumps(record, default=list)}")
+    for record in errors:
+        print(f"ERROR {json.dumps(record, default=list)}")
+    return 1 if alarms else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
