@@ -16,8 +16,9 @@ Design rules, fixed once here and followed by every implementation (built in or 
     activation must be ``identity`` (torch ``CrossEntropyLoss`` with probability targets,
     ``optax.softmax_cross_entropy``);
   - ``binary-cross-entropy``: ``-sum(Y log A + (1 - Y) log(1 - A)) / (R * O)`` on sigmoid
-    outputs, each log clamped below at ``BCE_LOG_FLOOR`` as torch ``BCELoss`` does; the output
-    activation must be ``sigmoid``.
+    outputs, each log clamped below at ``BCE_LOG_FLOOR`` as torch ``BCELoss`` does, and its
+    derivative ``(A - Y) / max(A (1 - A), BCE_GRAD_EPS) / (R * O)`` as torch's backward
+    computes it; the output activation must be ``sigmoid``.
 * **The optimizer** is ``Optimizer``; its formulas are torch's, written out in its docstring.
   Its state (``state_names``) is part of the training state and is recorded and compared like
   the weights.
@@ -29,7 +30,8 @@ Design rules, fixed once here and followed by every implementation (built in or 
 * **Points.** Every parameter and state array carries a leading *point* axis ``P``: ``train``
   trains ``P`` independent networks at once (a batch of seeds; ``P = 1`` for a plain run), and
   ``step`` evaluates ``P`` unrelated states at once (the reference's states of many steps).
-  The points share nothing: each one's numbers must be what it would get alone.
+  The points share nothing: each one's numbers must be what it would get alone (up to the
+  rounding of a batched matrix product, which may differ from a single one in the last bit).
 * **Records** are dicts from quantity name (``QUANTITY NAMES`` below) to float64 NumPy arrays.
   Every array that crosses this boundary is NumPy; implementations compute natively in the
   requested dtype and hand back float64 (``int64`` for ``train_correct``).
@@ -71,7 +73,9 @@ An implementation module provides (``REQUIRED`` and ``OPTIONAL`` list the names)
   ``rtol`` chosen by the caller (``compare.oracle``, which owns the thresholds); returns
   ``{"checker": str, "passed": bool, "error": float | None, "detail": str}`` (``error``: the
   greatest ``|finite difference - gradient|`` where the checker reports one).
-* optional ``autodiff_view(problem, params, X, Y) -> dict``: what its autodiff did, for
+* optional ``autodiff_view(problem, params, X, Y) -> dict``: at one point (parameters with no
+  point axis, or a point axis of length 1; gradients returned without it), what its autodiff
+  did, for
   ``crosscheck explain``: ``{"title": str, "text": str (ready-to-print lines), "loss": float,
   "grads": {name: array}}`` plus implementation-specific structured keys (NumPy: ``"factors"``,
   the named chain-rule factors per layer; torch: ``"nodes"``, the autograd graph; JAX:
@@ -98,8 +102,10 @@ LEAKY_RELU_SLOPE = 0.01
 #: Losses, by name (formulas in the module docstring).
 LOSSES = ("half-mse", "mse", "half-sse", "cross-entropy", "binary-cross-entropy")
 
-#: torch ``BCELoss`` clamps each log at -100 so that a saturated output gives a finite loss.
+#: torch ``BCELoss`` clamps each log at -100 so that a saturated output gives a finite loss,
+#: and its backward divides by ``max(A (1 - A), 1e-12)``.
 BCE_LOG_FLOOR = -100.0
+BCE_GRAD_EPS = 1e-12
 
 #: Optimizers, by name (formulas in ``Optimizer``).
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -276,6 +282,11 @@ class Optimizer:
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.name!r}; choose from {OPTIMIZERS}")
+        if self.name == "momentum" and self.momentum <= 0:
+            # torch's SGD keeps no buffer without momentum: that is the sgd optimizer.
+            raise ValueError("the momentum optimizer needs momentum > 0 (use sgd without it)")
+        if self.nesterov and self.dampening != 0:
+            raise ValueError("Nesterov momentum requires zero dampening (as torch.optim.SGD)")
 
     def state_kinds(self) -> tuple[str, ...]:
         """The per-parameter buffers: ``()``, ``("momentum",)`` or ``("m", "v")``."""
