@@ -95,7 +95,8 @@ import numpy as np
 #: Activations every built-in implementation provides, by name. ``gelu`` is the exact form
 #: (``x * Phi(x)``, torch's default); ``gelu_tanh`` the tanh approximation (``jax.nn.gelu``'s
 #: default). ``leaky_relu`` has slope ``LEAKY_RELU_SLOPE`` below zero. At exactly 0, relu's
-#: derivative is 0 and leaky_relu's is the slope (torch's and JAX's convention).
+#: derivative is 0 and leaky_relu's is the slope: torch's convention (``jax.nn.leaky_relu`` takes
+#: the slope 1 there, so JAX-side implementations write it out).
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "gelu_tanh", "identity")
 LEAKY_RELU_SLOPE = 0.01
 

@@ -1,0 +1,1 @@
+"""A crosscheck implementation written with HIPS autograd (see ``implementation``)."""
