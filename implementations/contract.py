@@ -15,7 +15,7 @@ Design rules, fixed once here and followed by every implementation (built in or 
   - ``cross-entropy``: ``-sum(Y * log_softmax(A)) / R``; ``A`` are logits, so the output
     activation must be ``identity`` (torch ``CrossEntropyLoss`` with probability targets,
     ``optax.softmax_cross_entropy``);
-  - ``binary-cross-entropy``: ``-sum(Y log A + (1 - Y) log(1 - A)) / (R * O)`` on sigmoid
+  - ``binary-cross-entropy``: ``-sum(Y log A + (1 - Y) log1p(-A)) / (R * O)`` on sigmoid
     outputs, each log clamped below at ``BCE_LOG_FLOOR`` as torch ``BCELoss`` does, and its
     derivative ``(A - Y) / max(A (1 - A), BCE_GRAD_EPS) / (R * O)`` as torch's backward
     computes it; the output activation must be ``sigmoid``.
@@ -61,7 +61,11 @@ An implementation module provides (``REQUIRED`` and ``OPTIONAL`` list the names)
 * ``step(problem, states, X, Y, rows) -> (records, next_states)``: one full training step from
   each of ``P`` states at once: ``records`` as ``train`` would record at those states (arrays
   ``(P, ...)``), and ``next_states`` the states after the update. ``rows`` is ``None`` (every
-  point uses all of ``X``) or an int array ``(P, R)``: the training rows of each point's batch.
+  point uses all of ``X``), an int array ``(P, R)`` (the training rows of each point's batch),
+  or a sequence of ``P`` int arrays when the batches differ in length (an epoch's last,
+  partial batch).
+* In float16 and bfloat16, sums (matrix products, the loss's sum and its mean) accumulate in
+  float32 and round once to the dtype, as torch's and XLA's CPU kernels do.
 * ``loss_and_grads(problem, params, X, Y) -> (losses (P,), grads {quantity: (P, ...)})``: the
   loss and gradient at ``P`` parameter points on all of ``X``, without any update.
 * ``predict(problem, params, X) -> (P, R, O)``: the network output for ``P`` parameter points.

@@ -1,19 +1,41 @@
-"""The network in JAX: a pure loss function, gradients from ``jax.value_and_grad``.
+"""The network in JAX: a pure loss function, gradients from ``jax.value_and_grad``, updates
+from optax.
 
-No derivative is written here. Training is one jitted ``jax.lax.scan`` over the steps, whose
-carry is the weights and whose outputs are the per-step records, so the whole trajectory is
-computed by XLA in one call. ``loss_and_grads`` is the same ``value_and_grad`` under
-``jax.vmap``.
+Design rules:
 
-JAX computes in float32 unless ``jax_enable_x64`` is on, so importing this module turns it on;
-import it before any JAX array exists (the registry imports it lazily, on first use). Every
-array is then built with an explicit dtype.
+* No derivative is written here. ``loss_of_params`` is a pure function of the parameters;
+  ``jax.value_and_grad`` differentiates it. Activations come from ``jax.nn`` and the
+  cross-entropy from ``optax.softmax_cross_entropy``; the update is optax's ``sgd`` / ``adam``
+  / ``adamw``, each convention set explicitly so that the mathematics is the contract's (torch's
+  formulas, ``implementations.contract.Optimizer``). Where optax and torch round in a
+  different order, the comment at the transformation says how.
+* One training step (``training_step``) serves ``train``, ``step`` and the benchmarks, so an
+  update bug shows in all of them.
+* Points: every function is written for one parameter point and mapped over the leading point
+  axis with ``jax.vmap``. ``train`` is ``vmap`` over a jitted ``lax.scan`` of ``chunk`` steps, so
+  a batch of seeds trains as one XLA computation, and a shared ``X`` against many weight
+  matrices is one large matrix product.
+* Minibatches: a partial last batch makes the shapes ragged, and ``lax.scan`` needs one shape.
+  Each step's rows are padded to the batch size with a 0/1 row weight, and every sum over
+  rows is weighted and divided by the true row count, so padding changes no number (the
+  padded rows contribute exact zeros).
+* NumPy at the boundary: arrays come in as float64 NumPy, are cast once to the requested
+  dtype, and records go back as float64 (``int64`` for ``train_correct``). Inside, the optax
+  state is converted to and from the contract's names (``state:step`` from optax's ``count``,
+  ``state:m``/``state:v`` from ``mu``/``nu``, ``state:momentum`` from ``trace``) at the jit
+  boundary, so ``train``, ``step`` and a resumed run all start from a contract ``State``.
+* JAX computes in float32 unless ``jax_enable_x64`` is on, so importing this module turns it on;
+  import it before any JAX array exists (the registry imports it lazily, on first use). Every
+  array is built with an explicit dtype. Never draws random numbers.
 """
 
 from __future__ import annotations
 
-import time
+import os
+import re
+from collections.abc import Mapping
 from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 
@@ -21,100 +43,671 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402  (x64 must be on before any JAX array exists)
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.test_util import check_grads  # noqa: E402
 
 from implementations.contract import (  # noqa: E402
+    BCE_LOG_FLOOR,
+    DTYPES,
+    LEAKY_RELU_SLOPE,
     Network,
+    Optimizer,
     Params,
+    Problem,
     Progress,
-    Trajectory,
+    Sink,
+    State,
+    Support,
     check_params,
+    grad_quantity,
+    param_quantity,
 )
 
 NAME = "jax"
 
-#: Dtypes this implementation computes natively in (XLA's CPU backend covers all four).
-DTYPES = ("float64", "float32", "float16", "bfloat16")
+#: XLA's CPU backend computes in all four dtypes natively.
+SUPPORTS = Support()
 
+__all__ = [
+    "DTYPES",
+    "NAME",
+    "SUPPORTS",
+    "autodiff_view",
+    "gradient_check",
+    "loss_and_grads",
+    "precision_environment",
+    "predict",
+    "step",
+    "train",
+]
+
+
+def leaky_relu(Z: jax.Array) -> jax.Array:
+    """``Z`` above zero, ``LEAKY_RELU_SLOPE * Z`` at and below it.
+
+    Not ``jax.nn.leaky_relu``: that is ``where(Z >= 0, ...)``, whose derivative at exactly 0 is
+    1, while torch (and the contract) take the slope there. The values are the same.
+    """
+    return jnp.where(Z > 0, Z, LEAKY_RELU_SLOPE * Z)
+
+
+#: Activation name -> function of ``Z``. ``jax.nn.gelu`` defaults to the tanh approximation, so
+#: both forms pass ``approximate`` explicitly (the exact form is torch's default).
 ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid,
+    "tanh": jax.nn.tanh,
+    "relu": jax.nn.relu,
+    "leaky_relu": leaky_relu,
+    "gelu": partial(jax.nn.gelu, approximate=False),
+    "gelu_tanh": partial(jax.nn.gelu, approximate=True),
     "identity": lambda Z: Z,
 }
 
 
-def forward(net: Network, params: dict[str, jax.Array], X: jax.Array) -> jax.Array:
-    """The network output ``A_L``; ``Z = A_prev @ W``, ``A = activation(Z)`` per layer."""
+def forward_layers(
+    net: Network,
+    params: Mapping[str, jax.Array],
+    X: jax.Array,
+    taps: Mapping[str, jax.Array] | None = None,
+) -> list[tuple[jax.Array, jax.Array]]:
+    """``(Z_l, A_l)`` of every layer: ``Z = A_prev @ W (+ b)``, ``A = activation(Z)``.
+
+    ``taps`` adds a (zero) array to ``Z{l}`` or ``A{l}`` by name, so that the gradient with
+    respect to a tap is ``dL/dZ_l`` or ``dL/dA_l`` (``autodiff_view`` names jaxpr variables with
+    them); training never passes it.
+    """
+    taps = taps or {}
+    layers = []
     A = X
-    for name, activation in zip(net.param_names, net.activations, strict=True):
-        Z = A @ params[name]
+    for layer, activation in enumerate(net.activations, start=1):
+        Z = A @ params[f"W{layer}"]
+        if net.biases:
+            Z = Z + params[f"b{layer}"]
+        Z = Z + taps[f"Z{layer}"] if f"Z{layer}" in taps else Z
         A = ACTIVATIONS[activation](Z)
-    return A
+        A = A + taps[f"A{layer}"] if f"A{layer}" in taps else A
+        layers.append((Z, A))
+    return layers
 
 
-def loss(A_out: jax.Array, Y: jax.Array) -> jax.Array:
-    """``sum((A_out - Y) ** 2) / (2 * Y.size)``."""
-    return jnp.sum((A_out - Y) ** 2) / (2 * Y.size)
+def forward(net: Network, params: Mapping[str, jax.Array], X: jax.Array) -> jax.Array:
+    """The network output ``A_L``."""
+    return forward_layers(net, params, X)[-1][1]
 
 
-def _loss_with_output(params, net, X, Y):
-    A_out = forward(net, params, X)
-    return loss(A_out, Y), A_out
+def clamped_log(P: jax.Array) -> jax.Array:
+    """``max(log(P), BCE_LOG_FLOOR)``, as torch's ``BCELoss`` clamps each log.
+
+    Written so the gradient stays finite where the clamp binds: below ``exp(floor)`` the value
+    is the constant floor and ``log`` is evaluated at 1 instead (a plain ``maximum(log(P), ...)``
+    would send ``0 * (1 / 0) = nan`` back through ``log`` at ``P = 0``).
+    """
+    threshold = jnp.exp(jnp.asarray(BCE_LOG_FLOOR, P.dtype))
+    above = jnp.greater(P, threshold)
+    safe = jnp.log(jnp.where(above, P, jnp.ones_like(P)))
+    return jnp.where(above, jnp.maximum(safe, BCE_LOG_FLOOR), jnp.asarray(BCE_LOG_FLOOR, P.dtype))
 
 
-def _arrays(net: Network, params: Params, X: np.ndarray, Y: np.ndarray | None, dtype: str):
-    if dtype not in DTYPES:
-        raise ValueError(f"{NAME} does not compute in {dtype}; it supports {', '.join(DTYPES)}")
-    check_params(net, params)
-    params = {name: jnp.asarray(np.asarray(w), dtype=dtype) for name, w in params.items()}
-    X = jnp.asarray(np.asarray(X), dtype=dtype)
-    Y = None if Y is None else jnp.asarray(np.asarray(Y), dtype=dtype)
-    return params, X, Y
+def _accumulator(dtype: jnp.dtype) -> jnp.dtype:
+    # 16-bit sums and the mean's division run in float32 and round once to the dtype, as
+    # torch's CPU reductions (opmath) and jnp.sum do; in float16, 2 * R * O itself overflows
+    # past 65504, which a float16 divisor could not hold.
+    return jnp.float32 if jnp.dtype(dtype).itemsize < 4 else dtype
 
 
-@partial(jax.jit, static_argnames=("net", "steps"))
-def _train(net: Network, params, X, Y, lr, steps: int):
-    value_and_grad = jax.value_and_grad(_loss_with_output, has_aux=True)
+def loss(
+    name: str,
+    A: jax.Array,
+    Y: jax.Array,
+    row_weight: jax.Array | None = None,
+    rows: jax.Array | int | None = None,
+) -> jax.Array:
+    """The contract's loss ``name`` of outputs ``A (R, O)`` against targets ``Y (R, O)``.
 
-    def step(params, _):
-        (step_loss, A_out), grads = value_and_grad(params, net, X, Y)
-        updated = jax.tree.map(lambda W, dW: W - lr * dW, params, grads)
-        return updated, (step_loss, grads, params, jnp.argmax(A_out, axis=-1))
+    Args:
+        name: One of ``contract.LOSSES``.
+        A: The last layer's output (logits for ``cross-entropy``).
+        Y: Targets.
+        row_weight: ``(R,)`` 1 for a real row, 0 for padding (``None``: every row is real).
+        rows: The true number of rows, the ``R`` of the formulas (default: ``A.shape[0]``).
+    """
+    outputs = A.shape[-1]
+    rows = A.shape[0] if rows is None else rows
+    if name in ("half-mse", "mse", "half-sse"):
+        per_element = (A - Y) ** 2
+    elif name == "cross-entropy":
+        per_element = optax.softmax_cross_entropy(A, Y)[:, None]  # one value per row
+    elif name == "binary-cross-entropy":
+        per_element = -(Y * clamped_log(A) + (1 - Y) * clamped_log(1 - A))
+    else:
+        raise ValueError(f"unknown loss {name!r}")
+    if row_weight is not None:
+        per_element = per_element * row_weight[:, None]
+    accumulator = _accumulator(A.dtype)
+    total = jnp.sum(per_element, dtype=accumulator)
+    per_row = {
+        "half-mse": 2 * outputs,
+        "mse": outputs,
+        "cross-entropy": 1,
+        "binary-cross-entropy": outputs,
+    }
+    # A Python number when the rows are known when tracing (the jaxpr then shows the constant).
+    divisor = jnp.asarray(2 if name == "half-sse" else rows * per_row[name], dtype=accumulator)
+    return (total / divisor).astype(A.dtype)
 
-    final, (losses, grads, history, predictions) = jax.lax.scan(step, params, length=steps)
-    # The trained model's loss and predictions: the state after the last update.
-    final_loss, final_output = _loss_with_output(final, net, X, Y)
-    return final, final_loss, jnp.argmax(final_output, axis=-1), losses, grads, history, predictions
+
+def correct(A: jax.Array, Y: jax.Array, row_weight: jax.Array | None = None) -> jax.Array:
+    """Rows whose top output is the top target (ties: the first index, as ``np.argmax``)."""
+    hits = (jnp.argmax(A, axis=-1) == jnp.argmax(Y, axis=-1)).astype(jnp.int32)
+    if row_weight is not None:
+        hits = hits * (row_weight > 0).astype(jnp.int32)
+    return jnp.sum(hits)
 
 
-@partial(jax.jit, static_argnames=("net",))
-def _batched_loss_and_grads(net: Network, params_batch, X, Y):
-    def loss_at(params):
-        return loss(forward(net, params, X), Y)
+def loss_of_params(
+    params: Mapping[str, jax.Array],
+    net: Network,
+    X: jax.Array,
+    Y: jax.Array,
+    row_weight: jax.Array | None = None,
+    rows: jax.Array | int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """The loss at ``params`` on a batch, and the network output (the pure function that
+    ``jax.value_and_grad`` differentiates, with the output as auxiliary data)."""
+    A = forward(net, params, X)
+    return loss(net.loss, A, Y, row_weight, rows), A
 
-    return jax.vmap(jax.value_and_grad(loss_at))(params_batch)
+
+# ----------------------------------------------------------------------------------------------
+# The update: optax, configured to torch's formulas.
 
 
-def loss_and_grads(
-    net: Network, params_batch: Params, X: np.ndarray, Y: np.ndarray, dtype: str = "float64"
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Loss ``(B,)`` and gradients ``{name: (B, in, out)}`` at a batch of parameter points."""
-    params, X, Y = _arrays(net, params_batch, X, Y, dtype)
-    losses, grads = _batched_loss_and_grads(net, params, X, Y)
-    return np.asarray(losses, dtype=np.float64), {
-        name: np.asarray(grads[name], dtype=np.float64) for name in net.param_names
+class TorchMomentumState(NamedTuple):
+    """State of ``torch_momentum``: the updates applied so far and the momentum buffer."""
+
+    count: jax.Array
+    trace: optax.Updates
+
+
+def torch_momentum(
+    momentum: float, dampening: float, nesterov: bool
+) -> optax.GradientTransformation:
+    """torch ``SGD``'s momentum buffer, for the case ``optax.trace`` does not cover: dampening.
+
+    torch: ``buf <- g`` at the first update (no dampening then), else
+    ``buf <- mu * buf + (1 - dampening) * g``; the update is ``g + mu * buf`` with Nesterov,
+    else ``buf``. ``optax.trace`` computes ``g + mu * buf`` and has no dampening, so it is used
+    only when ``dampening == 0``, where both rules give ``buf = g`` at the first update exactly.
+    The first update is told by ``count`` (torch tells it by a missing buffer).
+    """
+
+    def init(params: optax.Params) -> TorchMomentumState:
+        return TorchMomentumState(
+            count=jnp.zeros([], jnp.int32), trace=optax.tree.zeros_like(params)
+        )
+
+    def update(
+        updates: optax.Updates, state: TorchMomentumState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, TorchMomentumState]:
+        del params
+        first = state.count == 0
+
+        def buffer(g: jax.Array, buf: jax.Array) -> jax.Array:
+            return jnp.where(first, g, momentum * buf + (1 - dampening) * g)
+
+        trace = jax.tree.map(buffer, updates, state.trace)
+        if nesterov:
+            updates = jax.tree.map(lambda g, buf: g + momentum * buf, updates, trace)
+        else:
+            updates = trace
+        return updates, TorchMomentumState(count=optax.safe_increment(state.count), trace=trace)
+
+    return optax.GradientTransformation(init, update)
+
+
+def optax_optimizer(opt: Optimizer) -> optax.GradientTransformation:
+    """The optax transformation whose mathematics is the contract's ``opt`` (torch's formulas).
+
+    Hyperparameters are Python floats: JAX treats them as weakly typed, so they take the
+    parameters' dtype, as torch's Python-number hyperparameters do. Every optax default that
+    differs from torch is passed explicitly.
+
+    * L2 decay (``sgd``, ``momentum``, ``adam``): torch adds ``weight_decay * p`` to the gradient
+      before anything else, so ``optax.add_decayed_weights`` comes first in the chain
+      (``g + wd * p``, the same rounding as torch's ``grad.add(param, alpha=wd)``).
+    * ``sgd``: ``p + (-lr * g)`` (``optax.apply_updates``) against torch's
+      ``p.add_(g, alpha=-lr)``: the same two roundings.
+    * ``momentum``: ``optax.sgd(momentum=mu, nesterov=...)`` is ``optax.trace``:
+      ``buf <- g + mu * buf`` (torch: ``buf.mul_(mu).add_(g)``, the same sum) and Nesterov's
+      ``g + mu * buf`` as torch. The learning rate is given as a constant schedule only so
+      that optax keeps the update count (``ScaleByScheduleState.count``, the contract's
+      ``state:step``); the arithmetic is ``scale(-lr)``'s. With dampening, ``torch_momentum``.
+    * ``adam``: ``optax.adam(eps=eps, eps_root=0)``: eps outside the square root, as torch.
+      optax: ``m <- (1 - b1) g + b1 m`` (torch: ``m.lerp_(g, 1 - b1)``, i.e.
+      ``m + (1 - b1)(g - m)``, a different rounding); ``v <- (1 - b2) g^2 + b2 v`` (torch:
+      ``b2 v + (1 - b2) g g``, the same); then ``-lr * (m / bc1) / (sqrt(v / bc2) + eps)`` with
+      ``bc = 1 - b^t`` computed in float64 and cast to the dtype (torch:
+      ``p.addcdiv_(m, sqrt(v) / sqrt(bc2) + eps, value=-lr / bc1)``: the same quotient, rounded
+      in another order).
+    * ``adamw``: ``optax.adamw(weight_decay=wd)``, never its default 1e-4 (torch's is 1e-2):
+      ``p + (-lr * (adam + wd * p))``, decay multiplied by lr as torch does; torch rounds
+      ``p * (1 - lr * wd)`` first, then adds the Adam step.
+    """
+    if opt.name == "adamw":
+        return optax.adamw(
+            learning_rate=opt.lr,
+            b1=opt.beta1,
+            b2=opt.beta2,
+            eps=opt.eps,
+            eps_root=0.0,
+            weight_decay=opt.weight_decay,
+            mu_dtype=None,
+            nesterov=False,
+        )
+    l2_decay = optax.add_decayed_weights(opt.weight_decay)
+    if opt.name == "sgd":
+        return optax.chain(l2_decay, optax.sgd(learning_rate=opt.lr, momentum=None))
+    if opt.name == "adam":
+        return optax.chain(
+            l2_decay,
+            optax.adam(
+                learning_rate=opt.lr,
+                b1=opt.beta1,
+                b2=opt.beta2,
+                eps=opt.eps,
+                eps_root=0.0,
+                mu_dtype=None,
+                nesterov=False,
+            ),
+        )
+    if opt.dampening == 0:
+        return optax.chain(
+            l2_decay,
+            optax.sgd(
+                learning_rate=optax.constant_schedule(opt.lr),
+                momentum=opt.momentum,
+                nesterov=opt.nesterov,
+            ),
+        )
+    return optax.chain(
+        l2_decay,
+        torch_momentum(opt.momentum, opt.dampening, opt.nesterov),
+        optax.scale_by_learning_rate(opt.lr),
+    )
+
+
+#: The optax states that hold a piece of the contract's optimizer state.
+_STATEFUL = (
+    optax.ScaleByAdamState,
+    optax.TraceState,
+    optax.ScaleByScheduleState,
+    TorchMomentumState,
+)
+
+
+#: The ones among them that count updates (each count is the contract's ``state:step``).
+_COUNTING = (optax.ScaleByAdamState, optax.ScaleByScheduleState, TorchMomentumState)
+
+
+def _is_stateful(node: object) -> bool:
+    return isinstance(node, _STATEFUL)
+
+
+def to_optax_state(
+    net: Network,
+    transformation: optax.GradientTransformation,
+    params: Mapping[str, jax.Array],
+    state: Mapping[str, jax.Array],
+) -> optax.OptState:
+    """The optax state of one point, filled from a contract state (``state:step`` as int32).
+
+    Every ``count`` optax keeps is ``state:step``; ``mu``/``nu`` are ``state:m``/``state:v``;
+    ``trace`` is ``state:momentum``.
+    """
+
+    def buffers(kind: str) -> dict[str, jax.Array]:
+        return {name: state[f"state:{kind}:{name}"] for name in net.param_names}
+
+    def fill(node: object) -> object:
+        if isinstance(node, optax.ScaleByAdamState):
+            return node._replace(count=state["state:step"], mu=buffers("m"), nu=buffers("v"))
+        if isinstance(node, optax.TraceState):
+            return node._replace(trace=buffers("momentum"))
+        if isinstance(node, TorchMomentumState):
+            return node._replace(count=state["state:step"], trace=buffers("momentum"))
+        if isinstance(node, optax.ScaleByScheduleState):
+            return node._replace(count=state["state:step"])
+        return node
+
+    return jax.tree.map(fill, transformation.init(dict(params)), is_leaf=_is_stateful)
+
+
+def from_optax_state(net: Network, opt_state: optax.OptState) -> dict[str, jax.Array]:
+    """The contract's names for one point's optax state (the inverse of ``to_optax_state``)."""
+    named: dict[str, jax.Array] = {}
+
+    def take(kind: str, tree: Mapping[str, jax.Array]) -> None:
+        named.update({f"state:{kind}:{name}": tree[name] for name in net.param_names})
+
+    for node in jax.tree.leaves(opt_state, is_leaf=_is_stateful):
+        if not _is_stateful(node):
+            continue
+        # Not hasattr(node, "count"): every NamedTuple has a count method.
+        if isinstance(node, _COUNTING):
+            named.setdefault("state:step", node.count)
+        if isinstance(node, optax.ScaleByAdamState):
+            take("m", node.mu)
+            take("v", node.nu)
+        elif isinstance(node, TorchMomentumState | optax.TraceState):
+            take("momentum", node.trace)
+    return named
+
+
+def training_step(
+    net: Network,
+    transformation: optax.GradientTransformation,
+    params: dict[str, jax.Array],
+    opt_state: optax.OptState,
+    X: jax.Array,
+    Y: jax.Array,
+    row_weight: jax.Array | None = None,
+    rows: jax.Array | int | None = None,
+) -> tuple[dict[str, jax.Array], dict[str, jax.Array], optax.OptState]:
+    """One point's training step: the records at this state, then the updated state.
+
+    Returns:
+        ``(records, params, opt_state)``: ``loss``, ``grad:*``, ``train_correct`` and the
+        state's own quantities at the state given; the parameters and optax state after the
+        update.
+    """
+    (step_loss, A), grads = jax.value_and_grad(loss_of_params, has_aux=True)(
+        params, net, X, Y, row_weight, rows
+    )
+    records = {
+        "loss": step_loss,
+        **{grad_quantity(name): grads[name] for name in net.param_names},
+        "train_correct": correct(A, Y, row_weight),
+        **{param_quantity(name): params[name] for name in net.param_names},
+        **from_optax_state(net, opt_state),
+    }
+    updates, opt_state = transformation.update(grads, opt_state, params)
+    return records, optax.apply_updates(params, updates), opt_state
+
+
+def _point_state(
+    net: Network, params: Mapping[str, jax.Array], opt_state: optax.OptState
+) -> dict[str, jax.Array]:
+    return {
+        **{param_quantity(name): params[name] for name in net.param_names},
+        **from_optax_state(net, opt_state),
     }
 
 
-def predict(net: Network, params: Params, X: np.ndarray, dtype: str = "float64") -> np.ndarray:
-    """The network output ``A_L`` for the rows of ``X``, computed in ``dtype``."""
-    params, X, _ = _arrays(net, params, X, None, dtype)
-    return np.asarray(jax.jit(forward, static_argnums=0)(net, params, X), dtype=np.float64)
+def _split_state(
+    net: Network, transformation: optax.GradientTransformation, state: Mapping[str, jax.Array]
+) -> tuple[dict[str, jax.Array], optax.OptState]:
+    params = {name: state[param_quantity(name)] for name in net.param_names}
+    return params, to_optax_state(net, transformation, params, state)
+
+
+def _as_records(records: Mapping[str, jax.Array], point_axis: int) -> dict[str, jax.Array]:
+    # Records leave the computation as float64 (train_correct int64), point axis where the
+    # contract wants it; converting inside jit keeps the NumPy edge a plain copy.
+    out = {}
+    for quantity, values in records.items():
+        values = jnp.moveaxis(values, 0, point_axis) if point_axis else values
+        out[quantity] = values.astype(jnp.int64 if quantity == "train_correct" else jnp.float64)
+    return out
+
+
+@partial(jax.jit, static_argnames=("net", "opt", "length"))
+def _train_chunk(
+    net: Network,
+    opt: Optimizer,
+    state: dict[str, jax.Array],
+    X: jax.Array,
+    Y: jax.Array,
+    batches: tuple[jax.Array, jax.Array, jax.Array] | None,
+    length: int,
+) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """``length`` training steps of every point: ``vmap`` over one point's ``lax.scan``.
+
+    ``batches`` is ``None`` (full batch: every step uses all of ``X``) or, per step, the padded
+    row indices ``(length, B)``, their 0/1 weights ``(length, B)`` and true row counts
+    ``(length,)``, shared by every point.
+    """
+    transformation = optax_optimizer(opt)
+
+    def run_point(point: dict[str, jax.Array]):
+        def body(carry, batch):
+            params, opt_state = carry
+            if batch is None:
+                records, params, opt_state = training_step(
+                    net, transformation, params, opt_state, X, Y
+                )
+            else:
+                index, row_weight, rows = batch
+                records, params, opt_state = training_step(
+                    net, transformation, params, opt_state, X[index], Y[index], row_weight, rows
+                )
+            return (params, opt_state), records
+
+        carry, records = jax.lax.scan(
+            body, _split_state(net, transformation, point), batches, length=length
+        )
+        return _point_state(net, *carry), records
+
+    final, records = jax.vmap(run_point)(state)
+    return final, _as_records(records, point_axis=1)
+
+
+@partial(jax.jit, static_argnames=("net", "opt"))
+def _step_points(
+    net: Network,
+    opt: Optimizer,
+    state: dict[str, jax.Array],
+    X: jax.Array,
+    Y: jax.Array,
+    batches: tuple[jax.Array, jax.Array, jax.Array] | None,
+) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """One training step from each of ``P`` states; ``batches`` as ``_train_chunk``'s, but one
+    per point: ``(P, R)`` indices and weights, ``(P,)`` row counts."""
+    transformation = optax_optimizer(opt)
+
+    def one(point, batch):
+        params, opt_state = _split_state(net, transformation, point)
+        if batch is None:
+            records, params, opt_state = training_step(net, transformation, params, opt_state, X, Y)
+        else:
+            index, row_weight, rows = batch
+            records, params, opt_state = training_step(
+                net, transformation, params, opt_state, X[index], Y[index], row_weight, rows
+            )
+        return records, _point_state(net, params, opt_state)
+
+    records, next_states = jax.vmap(one)(state, batches)
+    return _as_records(records, point_axis=0), next_states
+
+
+@partial(jax.jit, static_argnames=("net",))
+def _loss_and_grads_points(net: Network, params, X, Y):
+    def one(point):
+        (value, _), grads = jax.value_and_grad(loss_of_params, has_aux=True)(point, net, X, Y)
+        return value, grads
+
+    return jax.vmap(one)(params)
+
+
+@partial(jax.jit, static_argnames=("net",))
+def _predict_points(net: Network, params, X):
+    return jax.vmap(lambda point: forward(net, point, X))(params)
+
+
+# ----------------------------------------------------------------------------------------------
+# The NumPy edge.
+
+
+def _dtype(problem: Problem) -> jnp.dtype:
+    if problem.dtype not in DTYPES:
+        raise ValueError(f"{NAME} does not compute in {problem.dtype}; it supports {DTYPES}")
+    return jnp.dtype(problem.dtype)
+
+
+def _device_state(problem: Problem, state: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """A contract state (NumPy, float64) in the compute dtype; ``state:step`` as int32 counts."""
+    dtype = _dtype(problem)
+    check_params(
+        problem.network, {n: state[q] for n, q in problem.network.param_quantities.items()}
+    )
+    out = {}
+    for quantity in problem.state_names():
+        values = np.asarray(state[quantity])
+        if quantity == "state:step":
+            out[quantity] = jnp.asarray(np.rint(values), dtype=jnp.int32)
+        else:
+            out[quantity] = jnp.asarray(values, dtype=dtype)
+    return out
+
+
+def _host(arrays: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:
+    fetched = jax.device_get(dict(arrays))
+    return {
+        quantity: np.asarray(values, dtype=np.int64 if quantity == "train_correct" else np.float64)
+        for quantity, values in fetched.items()
+    }
+
+
+def _padded_rows(
+    row_lists: list[np.ndarray], width: int, dtype: jnp.dtype
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Ragged row lists as ``(n, width)`` indices padded with row 0, their 0/1 weights and the
+    true row counts."""
+    index = np.zeros((len(row_lists), width), dtype=np.int32)
+    weight = np.zeros((len(row_lists), width), dtype=np.float64)
+    for i, rows in enumerate(row_lists):
+        index[i, : len(rows)] = rows
+        weight[i, : len(rows)] = 1.0
+    counts = np.array([len(rows) for rows in row_lists], dtype=np.int32)
+    return (
+        jnp.asarray(index, dtype=jnp.int32),
+        jnp.asarray(weight, dtype=dtype),
+        jnp.asarray(counts, dtype=jnp.int32),
+    )
+
+
+def train(
+    problem: Problem,
+    initial: State,
+    X: np.ndarray,
+    Y: np.ndarray,
+    steps: int,
+    *,
+    chunk: int,
+    sink: Sink,
+    progress: Progress | None = None,
+) -> None:
+    """Train ``P`` points for ``steps`` updates, handing the records to ``sink`` chunk by chunk.
+
+    Each chunk of states is one call of a jitted ``vmap``-over-``lax.scan``, compiled once per
+    chunk length (full chunks and the last, shorter one). While ``sink`` takes one chunk, XLA
+    already computes the next. The last state is recorded like the others; the update that the
+    scan computes after it is discarded.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    dtype = _dtype(problem)
+    net, batches = problem.network, problem.batches
+    state = _device_state(problem, initial)
+    X = jnp.asarray(np.asarray(X), dtype=dtype)
+    Y = jnp.asarray(np.asarray(Y), dtype=dtype)
+    total = steps + 1
+    pending: tuple[int, dict[str, jax.Array]] | None = None
+    for start in range(0, total, chunk):
+        stop = min(start + chunk, total)
+        rows = (
+            None if batches.full else _padded_rows(batches.chunk(start, stop), batches.size, dtype)
+        )
+        state, records = _train_chunk(net, problem.optimizer, state, X, Y, rows, stop - start)
+        if pending is not None:
+            sink(pending[0], _host(pending[1]))
+            if progress is not None:
+                progress(start)
+        pending = (start, records)
+    if pending is not None:
+        sink(pending[0], _host(pending[1]))
+    if progress is not None:
+        progress(total)
+
+
+def step(
+    problem: Problem,
+    states: State,
+    X: np.ndarray,
+    Y: np.ndarray,
+    rows: np.ndarray | None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One full training step from each of ``P`` unrelated states, each with its own
+    ``state:step``: the records at those states and the states after the update.
+
+    ``rows`` is ``None`` (every point uses all of ``X``) or ``(P, R)`` row indices. A list of
+    ``P`` index arrays of different lengths is accepted too (padded like ``train``'s partial
+    batches), for states whose batches differ in size.
+    """
+    dtype = _dtype(problem)
+    state = _device_state(problem, states)
+    X = jnp.asarray(np.asarray(X), dtype=dtype)
+    Y = jnp.asarray(np.asarray(Y), dtype=dtype)
+    batches = None
+    if rows is not None:
+        row_lists = [np.asarray(point_rows, dtype=np.int64).ravel() for point_rows in rows]
+        points = next(iter(state.values())).shape[0]
+        if len(row_lists) != points:
+            raise ValueError(f"rows names {len(row_lists)} batches for {points} states")
+        batches = _padded_rows(row_lists, max(len(r) for r in row_lists), dtype)
+    records, next_states = _step_points(problem.network, problem.optimizer, state, X, Y, batches)
+    return _host(records), _host(next_states)
+
+
+def _device_params(
+    problem: Problem, params: Params, point_axis: bool = True
+) -> dict[str, jax.Array]:
+    check_params(problem.network, params, point_axis=point_axis)
+    dtype = _dtype(problem)
+    return {
+        name: jnp.asarray(np.asarray(params[name]), dtype=dtype)
+        for name in problem.network.param_names
+    }
+
+
+def loss_and_grads(
+    problem: Problem, params: Params, X: np.ndarray, Y: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The loss ``(P,)`` and gradients ``{"grad:W1": (P, in, out), ...}`` at ``P`` parameter
+    points on all of ``X``, without any update."""
+    dtype = _dtype(problem)
+    device = _device_params(problem, params)
+    X = jnp.asarray(np.asarray(X), dtype=dtype)
+    Y = jnp.asarray(np.asarray(Y), dtype=dtype)
+    losses, grads = jax.device_get(_loss_and_grads_points(problem.network, device, X, Y))
+    return np.asarray(losses, dtype=np.float64), {
+        grad_quantity(name): np.asarray(grads[name], dtype=np.float64)
+        for name in problem.network.param_names
+    }
+
+
+def predict(problem: Problem, params: Params, X: np.ndarray) -> np.ndarray:
+    """The network output ``(P, R, O)`` for ``P`` parameter points, computed in the problem's
+    dtype, as float64."""
+    device = _device_params(problem, params)
+    X = jnp.asarray(np.asarray(X), dtype=_dtype(problem))
+    return np.asarray(jax.device_get(_predict_points(problem.network, device, X)), dtype=np.float64)
 
 
 def precision_environment() -> dict[str, object]:
     """The configuration that decides JAX's precision: x64, matmul precision, backend, flags."""
-    import os
-
     return {
+        "jax": jax.__version__,
+        "optax": optax.__version__,
         "jax_enable_x64": bool(jax.config.jax_enable_x64),
         "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
         "jax.default_backend": jax.default_backend(),
@@ -123,70 +716,235 @@ def precision_environment() -> dict[str, object]:
     }
 
 
-def train(
-    net: Network,
+# ----------------------------------------------------------------------------------------------
+# The oracle and the explain view.
+
+
+def _one_point(net: Network, params: Params) -> dict[str, np.ndarray]:
+    """One point's parameters: no point axis, or a point axis of length 1 (dropped)."""
+    point = {}
+    for name, shape in net.param_shapes.items():
+        values = np.asarray(params[name])
+        point[name] = values[0] if values.shape == (1, *shape) else values
+    check_params(net, point, point_axis=False)
+    return point
+
+
+def gradient_check(
+    problem: Problem,
     params: Params,
     X: np.ndarray,
     Y: np.ndarray,
-    lr: float,
-    steps: int,
-    dtype: str = "float64",
-    progress: Progress | None = None,
-) -> Trajectory:
-    """Full-batch gradient descent as one jitted ``lax.scan``, recording every step.
+    *,
+    step: float,
+    atol: float,
+    rtol: float,
+) -> dict[str, Any]:
+    """JAX's own finite-difference checker, ``jax.test_util.check_grads``, at one point.
 
-    ``progress`` is called once, at the end: the scan runs as a single XLA computation.
+    Runs in float64 whatever the problem's dtype: ``check_grads(order=1, modes=("rev",))``
+    compares the VJP with a central difference of step ``step`` along one random direction
+    (its own ``np.random.RandomState(0)``), both scaled by a random cotangent ``c``, within
+    ``atol + rtol * |expected|``. NumPy's global random state is saved and restored around it,
+    whatever the installed JAX version draws from.
+
+    Returns:
+        ``{"checker", "passed", "error", "detail"}``; ``error`` is
+        ``|central difference - gradient . direction|`` along the direction the checker drew
+        (not scaled by ``c``).
     """
-    started = time.perf_counter()
-    params, X, Y = _arrays(net, params, X, Y, dtype)
-    lr = jnp.asarray(lr, dtype=dtype)
-    final, final_loss, final_predictions, losses, grads, history, predictions = jax.device_get(
-        _train(net, params, X, Y, lr, steps)
+    net = problem.network
+    point = {
+        name: jnp.asarray(values, dtype=jnp.float64)
+        for name, values in _one_point(net, params).items()
+    }
+    X = jnp.asarray(np.asarray(X), dtype=jnp.float64)
+    Y = jnp.asarray(np.asarray(Y), dtype=jnp.float64)
+    # A fresh function each call, so a test that swaps an activation sees its own trace.
+    loss_at = jax.jit(lambda p: loss_of_params(p, net, X, Y)[0])
+
+    saved = np.random.get_state()
+    try:
+        check_grads(loss_at, (point,), order=1, modes=("rev",), eps=step, atol=atol, rtol=rtol)
+        passed, failure = True, ""
+    except AssertionError as error:
+        passed, failure = False, " ".join(str(error).split())
+    finally:
+        np.random.set_state(saved)
+
+    # The direction and cotangent check_vjp draws, in its order: tangents, then the cotangent.
+    draws = np.random.RandomState(0)
+    direction = jax.tree.map(lambda leaf: np.asarray(draws.randn(*leaf.shape), np.float64), point)
+    cotangent = float(draws.randn())
+    shifted = jax.tree.map(lambda p, d: step * d, point, direction)
+    plus = loss_at(jax.tree.map(jnp.add, point, shifted))
+    minus = loss_at(jax.tree.map(jnp.subtract, point, shifted))
+    central = float((plus - minus) * (0.5 / step))
+    grads = jax.grad(loss_at)(point)
+    directional = float(sum(jnp.vdot(grads[name], direction[name]) for name in net.param_names))
+    error = abs(central - directional)
+    detail = (
+        f"along one random direction: central difference {central:.6e}, "
+        f"gradient {directional:.6e}, "
+        f"|difference| {error:.3e}; the checker compares both times its cotangent "
+        f"{cotangent:.4f} within atol {atol:.1e} + rtol {rtol:.1e} x |expected|"
     )
-    if progress is not None:
-        progress(steps)
-
-    def with_final(records, last):
-        return np.concatenate([np.asarray(records, np.float64), np.asarray(last, np.float64)[None]])
-
-    return Trajectory(
-        framework=NAME,
-        dtype=dtype,
-        losses=with_final(losses, final_loss),
-        grads={name: np.asarray(grads[name], dtype=np.float64) for name in net.param_names},
-        weights={name: with_final(history[name], final[name]) for name in net.param_names},
-        train_predictions=np.concatenate([predictions, final_predictions[None]]).astype(np.int64),
-        seconds=time.perf_counter() - started,
-    )
+    if failure:
+        detail += f"; check_grads: {failure}"
+    return {
+        "checker": "jax.test_util.check_grads",
+        "passed": passed,
+        "error": error,
+        "detail": detail,
+    }
 
 
-def gradient_jaxpr(
-    net: Network, params: Params, X: np.ndarray, Y: np.ndarray, dtype: str = "float64"
-) -> tuple[str, tuple[str, ...], float, dict[str, np.ndarray]]:
-    """The jaxpr JAX builds for the gradient function, and the gradients it computes.
+#: A top-level equation's left-hand side in jaxpr text: ``    e:f64[2,2] f:f64[] = ...``.
+_EQUATION = re.compile(r"^ {4}([a-z_]+:\S+(?: [a-z_]+:\S+)*) = ")
+_HEADER = re.compile(r"\{ lambda ([^;]*); ([^.]*)\. let")
+
+
+def _printed_names(jaxpr: Any, text: str) -> dict[Any, str]:
+    """Each variable of ``jaxpr`` -> its name in ``text`` (JAX's printer names them in order of
+    appearance: a, b, ..., z, ba, ...). Empty if the text does not line up with the jaxpr."""
+    header = _HEADER.search(text)
+    lines = [match.group(1) for line in text.splitlines() if (match := _EQUATION.match(line))]
+    if header is None or len(lines) != len(jaxpr.eqns):
+        return {}
+    defined = [*header.group(1).split(), *header.group(2).split()]
+    variables = [*jaxpr.constvars, *jaxpr.invars]
+    for line, eqn in zip(lines, jaxpr.eqns, strict=True):
+        tokens = line.split()
+        if len(tokens) != len(eqn.outvars):
+            return {}
+        defined.extend(tokens)
+        variables.extend(eqn.outvars)
+    if len(defined) != len(variables):
+        return {}
+    return {
+        var: token.split(":")[0]
+        for var, token in zip(variables, defined, strict=True)
+        if not token.startswith("_")
+    }
+
+
+def _evaluate(closed: Any, args: list[jax.Array]) -> dict[Any, jax.Array]:
+    """Every variable's value when ``closed`` (a ClosedJaxpr) runs on ``args``, one primitive
+    at a time (what ``jax.core.eval_jaxpr`` does, keeping the environment)."""
+    jaxpr = closed.jaxpr
+    env = dict(zip(jaxpr.constvars, closed.consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+
+    def read(var: Any) -> Any:
+        return var.val if hasattr(var, "val") else env[var]
+
+    for eqn in jaxpr.eqns:
+        # get_bind_params returns the parameters (JAX >= 0.7) or (subfuns, parameters) (older).
+        bound = eqn.primitive.get_bind_params(eqn.params)
+        subfuns, bind_params = bound if isinstance(bound, tuple) else ((), bound)
+        out = eqn.primitive.bind(*subfuns, *map(read, eqn.invars), **bind_params)
+        env.update(zip(eqn.outvars, out if eqn.primitive.multiple_results else [out], strict=True))
+    return env
+
+
+def _factor_names(net: Network) -> list[str]:
+    """The names ``_named_values`` gives, forward pass first, then the backward pass."""
+    layers = range(1, net.layers + 1)
+    forward = [f"{kind}{layer}" for layer in layers for kind in ("Z", "A", "dA_dZ")]
+    backward = [f"{kind}{layer}" for layer in reversed(layers) for kind in ("dL_dA", "delta")]
+    return forward + backward
+
+
+def _named_values(
+    net: Network, point: Mapping[str, jax.Array], X: jax.Array, Y: jax.Array
+) -> dict[str, jax.Array]:
+    """The forward quantities (``Z1``, ``A1``, ...) and chain-rule factors (``dA_dZ1``,
+    ``dL_dA2``, ``delta2``, ...) of one point, by name; the factors come from zero taps."""
+    named: dict[str, jax.Array] = {}
+    taps = {}
+    layers = forward_layers(net, point, X)
+    for layer, ((Z, A), activation) in enumerate(zip(layers, net.activations, strict=True), 1):
+        named[f"Z{layer}"], named[f"A{layer}"] = Z, A
+        taps[f"Z{layer}"], taps[f"A{layer}"] = jnp.zeros_like(Z), jnp.zeros_like(A)
+        named[f"dA_dZ{layer}"] = jax.jvp(ACTIVATIONS[activation], (Z,), (jnp.ones_like(Z),))[1]
+    tap_grads = jax.grad(lambda t: loss(net.loss, forward_layers(net, point, X, t)[-1][1], Y))(taps)
+    for layer in range(net.layers, 0, -1):
+        named[f"dL_dA{layer}"] = tap_grads[f"A{layer}"]
+        named[f"delta{layer}"] = tap_grads[f"Z{layer}"]
+    return named
+
+
+def autodiff_view(problem: Problem, params: Params, X: np.ndarray, Y: np.ndarray) -> dict[str, Any]:
+    """The jaxpr JAX builds for the gradient function, with its variables named.
 
     ``jax.make_jaxpr(jax.grad(loss))`` traces the gradient function into JAX's intermediate
     language: the forward pass, then the backward pass that ``jax.grad`` derived, one primitive
-    per line. X and Y are passed as arguments (not closed over) so they appear as named inputs
-    rather than as constants.
+    per line. X and Y are arguments (not closed over) so they appear as named inputs. Each
+    variable whose value equals a forward quantity (``Z1``, ``A1``, ...) or a chain-rule factor
+    (``dL_dA2``, ``dA_dZ2``, ``delta2`` = dL/dZ2, the gradients ``dL_dW1``, ...) is named after
+    it, found by running the jaxpr one primitive at a time and comparing values.
+
+    Args:
+        params: One point's parameters (no point axis, or a point axis of length 1).
 
     Returns:
-        ``(jaxpr, inputs, loss, grads)``: the jaxpr as text; the names of its inputs in order
-        (the weights as JAX flattens the dict, then ``"X"``, ``"Y"``); the loss; the gradients
-        from ``jax.value_and_grad`` as float64 NumPy arrays.
+        ``{"title", "text", "loss", "grads" {name: array}, "jaxpr" (text), "inputs" (names of
+        its input variables in order: the weights as JAX flattens the dict, then "X", "Y"),
+        "names" {jaxpr variable: quantity name}}``.
     """
-    params, X, Y = _arrays(net, params, X, Y, dtype)
+    net = problem.network
+    dtype = _dtype(problem)
+    point = {
+        name: jnp.asarray(values, dtype=dtype) for name, values in _one_point(net, params).items()
+    }
+    X = jnp.asarray(np.asarray(X), dtype=dtype)
+    Y = jnp.asarray(np.asarray(Y), dtype=dtype)
 
-    def loss_of(params, X, Y):
-        return loss(forward(net, params, X), Y)
+    def loss_at(p, X, Y):
+        return loss_of_params(p, net, X, Y)[0]
 
-    jaxpr = jax.make_jaxpr(jax.grad(loss_of))(params, X, Y)
-    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    closed = jax.make_jaxpr(jax.grad(loss_at))(point, X, Y)
+    text = str(closed)
+    flat, _ = jax.tree_util.tree_flatten_with_path(point)
     inputs = (*(path[0].key for path, _ in flat), "X", "Y")
-    step_loss, grads = jax.value_and_grad(loss_of)(params, X, Y)
-    return (
-        str(jaxpr),
-        inputs,
-        float(step_loss),
-        {name: np.asarray(grads[name], dtype=np.float64) for name in net.param_names},
-    )
+    value, grads = jax.value_and_grad(loss_at)(point, X, Y)
+
+    printed = _printed_names(closed.jaxpr, text)
+    names: dict[str, str] = {}
+    if printed:
+        for var, name in zip(closed.jaxpr.invars, inputs, strict=True):
+            names[printed[var]] = name
+        for var, name in zip(closed.jaxpr.outvars, inputs, strict=False):
+            if not hasattr(var, "val") and var in printed:  # a literal output has no name
+                names[printed[var]] = f"dL_d{name}"
+        defined = [v for eqn in closed.jaxpr.eqns for v in eqn.outvars if v in printed]
+        # Both run as one XLA computation each: primitive by primitive, the compilations of
+        # each tiny op would take seconds.
+        values = jax.jit(lambda args: [_evaluate(closed, args)[v] for v in defined])(
+            [*jax.tree.leaves(point), X, Y]
+        )
+        named = jax.jit(partial(_named_values, net))(point, X, Y)
+        tolerance = 8 * float(jnp.finfo(dtype).eps)
+        for name in _factor_names(net):  # jit hands the dict back sorted; this is layer order
+            target = np.asarray(named[name], dtype=np.float64)
+            for var, candidate in zip(defined, values, strict=True):
+                candidate = np.asarray(candidate, dtype=np.float64)
+                if candidate.shape == target.shape and np.allclose(
+                    candidate, target, rtol=tolerance, atol=0.0
+                ):
+                    label = printed[var]
+                    names[label] = f"{names[label]}, {name}" if label in names else name
+                    break
+
+    order = {label: position for position, label in enumerate(printed.values())}
+    legend = [f"  {var:>3} = {names[var]}" for var in sorted(names, key=order.__getitem__)]
+    lines = [text, "", "Variables named after the forward pass and the chain rule:", *legend]
+    return {
+        "title": "What JAX built: the jaxpr of jax.grad(loss)",
+        "text": "\n".join(lines),
+        "loss": float(value),
+        "grads": {name: np.asarray(grads[name], dtype=np.float64) for name in net.param_names},
+        "jaxpr": text,
+        "inputs": inputs,
+        "names": names,
+    }
