@@ -108,9 +108,9 @@ LEAKY_RELU_SLOPE = 0.01
 LOSSES = ("half-mse", "mse", "half-sse", "cross-entropy", "binary-cross-entropy")
 
 #: torch ``BCELoss`` clamps each log at -100 so that a saturated output gives a finite loss,
-#: and its backward divides by ``max(A (1 - A), 1e-12)``.
+#: and its backward divides by ``max(A (1 - A), 1e-12)`` with 1e-12 a float32 constant.
 BCE_LOG_FLOOR = -100.0
-BCE_GRAD_EPS = 1e-12
+BCE_GRAD_EPS = float(np.float32(1e-12))
 
 #: Optimizers, by name (formulas in ``Optimizer``).
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")

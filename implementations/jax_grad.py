@@ -148,6 +148,15 @@ def clamped_log(P: jax.Array) -> jax.Array:
     return jnp.where(above, jnp.maximum(safe, BCE_LOG_FLOOR), jnp.asarray(BCE_LOG_FLOOR, P.dtype))
 
 
+def clamped_log1p_neg(A: jax.Array) -> jax.Array:
+    """``max(log1p(-A), BCE_LOG_FLOOR)``: torch's ``BCELoss`` writes ``log(1 - A)`` this way,
+    exact where ``A`` is tiny; guarded like ``clamped_log`` where the clamp binds."""
+    threshold = jnp.exp(jnp.asarray(BCE_LOG_FLOOR, A.dtype))
+    above = jnp.greater(1 - A, threshold)
+    safe = jnp.log1p(-jnp.where(above, A, jnp.zeros_like(A)))
+    return jnp.where(above, jnp.maximum(safe, BCE_LOG_FLOOR), jnp.asarray(BCE_LOG_FLOOR, A.dtype))
+
+
 def _accumulator(dtype: jnp.dtype) -> jnp.dtype:
     # 16-bit sums and the mean's division run in float32 and round once to the dtype, as
     # torch's CPU reductions (opmath) and jnp.sum do; in float16, 2 * R * O itself overflows
@@ -178,7 +187,8 @@ def loss(
     elif name == "cross-entropy":
         per_element = optax.softmax_cross_entropy(A, Y)[:, None]  # one value per row
     elif name == "binary-cross-entropy":
-        per_element = -(Y * clamped_log(A) + (1 - Y) * clamped_log(1 - A))
+        # torch writes the second log as log1p(-A), exact where A is tiny.
+        per_element = -(Y * clamped_log(A) + (1 - Y) * clamped_log1p_neg(A))
     else:
         raise ValueError(f"unknown loss {name!r}")
     if row_weight is not None:

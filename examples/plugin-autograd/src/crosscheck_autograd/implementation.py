@@ -92,7 +92,7 @@ def losses(net: Network, A, Y) -> anp.ndarray:
         return -anp.sum(Y * log_softmax, axis=(-2, -1)) / rows
     if net.loss == "binary-cross-entropy":  # A are probabilities; logs clamped as torch does
         log_A = anp.maximum(anp.log(A), BCE_LOG_FLOOR)
-        log_not_A = anp.maximum(anp.log(1 - A), BCE_LOG_FLOOR)
+        log_not_A = anp.maximum(anp.log1p(-A), BCE_LOG_FLOOR)
         return -anp.sum(Y * log_A + (1 - Y) * log_not_A, axis=(-2, -1)) / (rows * outputs)
     raise ValueError(f"unknown loss {net.loss!r}")
 
