@@ -1,111 +1,153 @@
-"""Baselines: what a run must reproduce later, stored as JSON, and the check of a rerun against it.
+"""Baselines: what a run must reproduce later, stored as JSON, and the comparison of a rerun.
 
-A baseline holds the full recipe, the environment it ran in, and per framework the loss and
-gradient norms at checkpoints, the final weights, and the training and test results. Every
-stored quantity has the same shape in the file, ``{"steps": [...], "values": [...]}``: values
-with a leading axis over the listed training steps, so a rerun is compared with
-``agreement.compare_series`` exactly as frameworks are compared with each other, and a failure
-names the training step and element that moved.
+A baseline is recorded from a ``CheckResult`` that passed (``compare.check.check`` with
+``trajectories=True``): the recipe, how it was checked (frameworks, reference, mode, the
+tolerances given), the environment, and per framework every per-step quantity at
+``CHECKPOINTS + 1`` evenly spaced steps plus the trained model's test outputs, classes and
+accuracies. Every stored series has the same form, ``{"steps": [...], "values": [...]}``:
+values with a leading axis over the listed steps, so a rerun is compared by
+``agreement.SeriesAccumulator`` exactly as frameworks are compared with each other, and a
+change is named by framework, quantity, training step and element.
 
-JSON only, never pickle: a baseline is data a CI job reads, never code it runs. Files are written
-atomically (``files.write_atomic``) and never replaced without ``--force``.
-
-The computing functions return data; ``add_parsers`` registers ``record`` and ``check``, whose
-handlers print through ``compare.report``.
+Checking a baseline reruns its recipe through ``check`` (so the frameworks must still agree
+with each other) and compares EVERY stored framework with its own rerun. JSON only, never
+pickle: a baseline is data a CI job reads, never code it runs. Library layer: nothing here
+parses arguments or prints.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-import implementations
-from compare import agreement, environment, files, harness, report
-from compare.agreement import Comparison, Tolerance
+from compare import agreement, quantities, tolerances
+from compare.agreement import Comparison
 from compare.recipe import Recipe, RecipeError
+from compare.tolerances import EXACT, Tolerance
 
 SCHEMA_NAME = "crosscheck.baseline"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_VERSION}"
 
 #: Checkpoints per series: the first step, the last, and evenly spaced ones between.
 CHECKPOINTS = 10
 
-#: Quantities compared exactly: what the user sees (classes and the fractions right).
-EXACT_QUANTITIES = ("train_accuracy", "test_accuracy", "test_predictions")
-
 
 class BaselineError(ValueError):
-    """A baseline file that cannot be used; the message is one line for the user."""
+    """A baseline that cannot be used; the message is one line for the user."""
 
 
 def checkpoints(last: int) -> list[int]:
-    """``CHECKPOINTS + 1`` evenly spaced steps from 0 to ``last`` (fewer when ``last`` is small)."""
+    """``CHECKPOINTS + 1`` evenly spaced steps from 0 to ``last`` (fewer when ``last`` is
+    small)."""
     return sorted({int(s) for s in np.linspace(0, last, CHECKPOINTS + 1).round()})
 
 
-def full_series(result: harness.RunResult, framework: str) -> dict[str, tuple[np.ndarray, object]]:
-    """Every quantity a baseline may store: name -> (training steps, values over those steps).
+def default_tolerance(
+    dtype: str, rtol: float | None = None, atol: float | None = None
+) -> Tolerance:
+    """The tolerance a rerun is held to unless the user gives one: the independent mode's for
+    ``dtype`` (a rerun is one framework against itself, along the same trajectory)."""
+    rule = tolerances.independent(dtype, rtol, atol)
+    return Tolerance(rule.rtol, rule.atol)
 
-    Weight states and the loss run over steps ``0..steps``, gradients over ``0..steps-1``; the
-    test-set results exist only for the trained model, at step ``steps``.
+
+def checkpoint_rows(rows: int) -> list[int]:
+    """``CHECKPOINTS + 1`` evenly spaced row positions of a series of ``rows`` rows."""
+    return checkpoints(rows - 1) if rows else []
+
+
+def final_values(outputs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The trained model's results (``quantities.final()``) from its test outputs: the
+    outputs, the class of each row, the fraction of rows classified right."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    classes = np.argmax(outputs, axis=-1) if outputs.size else np.zeros(0, dtype=np.int64)
+    accuracy = float(np.mean(classes == labels)) if len(labels) else 0.0
+    values = dict(zip(quantities.final(), (outputs, classes, np.array(accuracy)), strict=True))
+    return values
+
+
+def stored_series(result) -> dict[str, dict[str, tuple[list[int], np.ndarray]]]:
+    """What a baseline stores of ``result``: framework -> quantity -> (steps, values).
+
+    Every per-state quantity of independent mode (``quantities.per_state``) at the checkpoints
+    of its rows, and the trained model's results at the last step.
+
+    Raises:
+        ValueError: ``result`` holds no trajectories (``check(..., trajectories=True)``).
     """
-    trajectory = result.runs[framework].trajectory
-    steps = trajectory.steps
-    states, updates, last = np.arange(steps + 1), np.arange(steps), np.array([steps])
-    series: dict[str, tuple[np.ndarray, object]] = {"loss": (states, trajectory.losses)}
-    for name in result.network.param_names:
-        norms = np.linalg.norm(trajectory.grads[name], axis=(-2, -1))
-        series[f"grad_norm:{name}"] = (updates, norms)
-    for name in result.network.param_names:
-        series[f"weight:{name}"] = (states, trajectory.weights[name])
-    series["train_accuracy"] = (states, result.train_accuracy(framework))
-    series["test_accuracy"] = (last, np.array([result.test_accuracy(framework)]))
-    series["test_predictions"] = (last, result.test_predictions(framework)[None])
-    return series
-
-
-def _recorded_steps(quantity: str, steps: int) -> list[int]:
-    if quantity.startswith("weight:") or quantity.startswith("test_"):
-        return [steps]  # final weights and the trained model's test results
-    if quantity.startswith("grad_norm:"):
-        return checkpoints(steps - 1)
-    return checkpoints(steps)
+    if result.trajectories is None:
+        raise ValueError("a baseline needs the whole trajectories: check(..., trajectories=True)")
+    problem = result.problem
+    labels = np.asarray(result.dataset.labels_test)
+    all_steps = np.asarray(result.trajectory_steps)
+    stored: dict[str, dict[str, tuple[list[int], np.ndarray]]] = {}
+    for framework, records in result.trajectories.items():
+        stored[framework] = {}
+        for quantity in quantities.per_state(problem, quantities.INDEPENDENT):
+            rows = len(records[quantities.source(quantity)])
+            steps = all_steps[:rows]
+            values = quantities.values(quantity, records, steps, problem.batches)
+            chosen = checkpoint_rows(rows)
+            stored[framework][quantity] = (
+                [int(step) for step in steps[chosen]],
+                np.asarray(values, dtype=np.float64)[chosen],
+            )
+        final = final_values(result.test_outputs[framework], labels)
+        for quantity, values in final.items():
+            stored[framework][quantity] = ([result.steps], np.asarray(values)[None])
+    return stored
 
 
 def record(
-    result: harness.RunResult, tolerance: Tolerance, env: dict[str, str | None]
-) -> dict[str, object]:
+    result,
+    environment: Mapping[str, str | None],
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> dict[str, Any]:
     """The baseline document of ``result``: JSON-ready data.
 
     Args:
-        result: The run to store.
-        tolerance: The baseline's own tolerance, which ``check`` uses unless overridden.
-        env: The environment it ran in (``environment.describe()``).
+        result: A ``CheckResult`` that passed, with trajectories.
+        environment: What it ran on (``compare.environment.describe()``).
+        rtol, atol: The tolerances given to ``check`` (``None``: the engine's defaults); the
+            rerun is checked with the same ones, and, resolved for the dtype, they are the
+            baseline's own tolerance against a rerun.
+
+    Raises:
+        ValueError: the result did not pass, or holds no trajectories.
     """
-    frameworks = {}
-    for name in result.runs:
-        stored = {}
-        for quantity, (available, values) in full_series(result, name).items():
-            wanted = _recorded_steps(quantity, result.recipe.steps)
-            stored[quantity] = {
-                "steps": wanted,
-                "values": np.asarray(values)[np.searchsorted(available, wanted)].tolist(),
-            }
-        frameworks[name] = stored
+    if result.verdict != "pass":
+        raise ValueError("a baseline is recorded only from a run whose frameworks agree")
+    tolerance = default_tolerance(result.dtype, rtol, atol)
     return {
         "schema": SCHEMA,
         "recipe": result.recipe.to_dict(),
         "reference": result.reference,
+        "frameworks": list(result.frameworks),
+        "mode": result.mode,
+        "check": {"rtol": rtol, "atol": atol},
         "tolerance": {"rtol": tolerance.rtol, "atol": tolerance.atol},
-        "environment": env,
-        "frameworks": frameworks,
+        "environment": dict(environment),
+        "results": {
+            framework: {
+                quantity: {"steps": steps, "values": values.tolist()}
+                for quantity, (steps, values) in series.items()
+            }
+            for framework, series in stored_series(result).items()
+        },
     }
+
+
+def dumps(document: Mapping[str, Any]) -> str:
+    """The baseline as JSON text (strict: no NaN), ending in a newline."""
+    return json.dumps(document, indent=1, allow_nan=False) + "\n"
 
 
 @dataclass(frozen=True)
@@ -116,25 +158,32 @@ class Baseline:
         path: Where it was read from.
         recipe: The recipe it was recorded with.
         reference: The reference framework of that run.
-        tolerance: Its own tolerance.
-        environment: The environment it was recorded in.
-        frameworks: Framework -> quantity -> (training steps, values).
+        frameworks: Every framework of that run, reference first.
+        mode: The comparison mode it was checked in.
+        check_rtol, check_atol: The tolerances given to ``check`` (``None``: defaults).
+        tolerance: Its own tolerance against a rerun.
+        environment: What it was recorded on.
+        results: Framework -> quantity -> (steps, values).
     """
 
     path: Path
     recipe: Recipe
     reference: str
+    frameworks: tuple[str, ...]
+    mode: str
+    check_rtol: float | None
+    check_atol: float | None
     tolerance: Tolerance
     environment: dict[str, str | None]
-    frameworks: dict[str, dict[str, tuple[list[int], np.ndarray]]]
+    results: dict[str, dict[str, tuple[list[int], np.ndarray]]]
 
 
 def load(path: Path) -> Baseline:
     """Read and validate a baseline.
 
     Raises:
-        BaselineError: missing, unreadable, not JSON (e.g. truncated), not a baseline, written
-            by a newer crosscheck, or damaged.
+        BaselineError: missing, unreadable, not JSON (e.g. cut short), not a baseline, of
+            another schema version, or damaged; the message says which, in one line.
     """
     try:
         text = path.read_text()
@@ -146,66 +195,82 @@ def load(path: Path) -> Baseline:
         document = json.loads(text)
     except ValueError as error:
         raise BaselineError(
-            f"{path} is not a crosscheck baseline: invalid JSON at line {error.lineno} "
-            f"({error.msg}); was it cut short?"
+            f"{path} is not a crosscheck baseline: invalid JSON at line "
+            f"{getattr(error, 'lineno', '?')} ({getattr(error, 'msg', error)}); was it cut short?"
         ) from None
     schema = document.get("schema") if isinstance(document, dict) else None
-    match = re.fullmatch(rf"{re.escape(SCHEMA_NAME)}/(\d+)", schema or "")
+    match = re.fullmatch(rf"{re.escape(SCHEMA_NAME)}/(\d+)", str(schema or ""))
     if match is None:
         raise BaselineError(f"{path} is not a crosscheck baseline (no {SCHEMA_NAME} schema)")
-    if int(match.group(1)) > SCHEMA_VERSION:
+    version = int(match.group(1))
+    if version > SCHEMA_VERSION:
         raise BaselineError(
             f"{path} was written by a newer crosscheck (schema {schema}; this one reads "
             f"{SCHEMA}); upgrade crosscheck or record the baseline again"
+        )
+    if version < SCHEMA_VERSION:
+        raise BaselineError(
+            f"{path} was written by an older crosscheck (schema {schema}; this one reads "
+            f"{SCHEMA}); record the baseline again with crosscheck record"
         )
     try:
         return _parse(path, document)
     except RecipeError as error:
         raise BaselineError(f"{path} holds a bad recipe: {error}") from None
-    except (KeyError, TypeError, ValueError) as error:
-        raise BaselineError(f"{path} is damaged: {_describe(error)}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        problem = f"missing {error}" if isinstance(error, KeyError) else str(error)
+        raise BaselineError(f"{path} is damaged: {problem}") from None
 
 
-def _describe(error: Exception) -> str:
-    return f"missing {error}" if isinstance(error, KeyError) else str(error)
+def _optional_tolerance(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"tolerances must be finite and non-negative, got {value}")
+    return value
 
 
 def _parse(path: Path, document: dict) -> Baseline:
     recipe = Recipe.from_dict(document["recipe"])
     reference = document["reference"]
-    tolerance = Tolerance(
-        rtol=float(document["tolerance"]["rtol"]), atol=float(document["tolerance"]["atol"])
-    )
-    if not (tolerance.rtol >= 0 and tolerance.atol >= 0):
-        raise ValueError(f"tolerances must be non-negative, got {tolerance}")
-    stored = document["frameworks"]
-    if not isinstance(stored, dict) or reference not in stored:
-        raise ValueError(f"no results for its reference framework {reference!r}")
-    frameworks = {}
-    for name, quantities in stored.items():
-        if name not in implementations.NAMES:
-            raise ValueError(f"unknown framework {name!r}")
-        frameworks[name] = {}
-        for quantity, series in quantities.items():
-            steps = [int(step) for step in series["steps"]]
-            values = np.asarray(series["values"], dtype=np.float64)
+    frameworks = tuple(document["frameworks"])
+    if not isinstance(reference, str) or reference not in frameworks:
+        raise ValueError(f"its reference {reference!r} is not among its frameworks")
+    rtol = _optional_tolerance(document["tolerance"]["rtol"])
+    atol = _optional_tolerance(document["tolerance"]["atol"])
+    if rtol is None or atol is None:
+        raise ValueError("its tolerance needs both rtol and atol")
+    stored = document["results"]
+    if not isinstance(stored, dict) or set(stored) != set(frameworks):
+        raise ValueError("it does not hold results for exactly its frameworks")
+    results: dict[str, dict[str, tuple[list[int], np.ndarray]]] = {}
+    for name, series in stored.items():
+        results[name] = {}
+        for quantity, entry in series.items():
+            steps = [int(step) for step in entry["steps"]]
+            values = np.asarray(entry["values"], dtype=np.float64)
             if values.ndim == 0 or len(values) != len(steps):
                 raise ValueError(f"{name} {quantity}: {len(steps)} steps but not as many values")
-            frameworks[name][quantity] = (steps, values)
-    environment_ = document.get("environment")
+            results[name][quantity] = (steps, values)
+    environment = document.get("environment")
     return Baseline(
         path=path,
         recipe=recipe,
         reference=reference,
-        tolerance=tolerance,
-        environment=environment_ if isinstance(environment_, dict) else {},
         frameworks=frameworks,
+        mode=str(document["mode"]),
+        check_rtol=_optional_tolerance(document["check"]["rtol"]),
+        check_atol=_optional_tolerance(document["check"]["atol"]),
+        tolerance=Tolerance(rtol, atol),
+        environment=environment if isinstance(environment, dict) else {},
+        results=results,
     )
 
 
 @dataclass(frozen=True)
 class Change:
-    """The first element of one quantity that moved: where, from what, to what."""
+    """The first element of one stored quantity that moved: where, from what, to what."""
 
     framework: str
     quantity: str
@@ -215,60 +280,92 @@ class Change:
     now: float
 
 
+@dataclass(frozen=True)
+class BaselineCheck:
+    """A rerun of a baseline's recipe, compared with the baseline.
+
+    Attributes:
+        baseline: What was recorded.
+        rerun: The rerun's ``CheckResult`` (its frameworks compared with each other).
+        comparisons: One per stored framework x quantity (``against="baseline"``,
+            ``mode="baseline"``; steps are training steps).
+        changes: For each failing comparison, the first element that moved.
+        environment_changes: ``(name, recorded, now)`` for every environment entry that
+            differs (reported; the numbers decide).
+    """
+
+    baseline: Baseline
+    rerun: Any
+    comparisons: list[Comparison]
+    changes: list[Change]
+    environment_changes: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        """``"pass"`` when the rerun's frameworks agree and every stored quantity of every
+        framework is reproduced."""
+        reproduced = all(c.passed for c in self.comparisons)
+        return "pass" if self.rerun.verdict == "pass" and reproduced else "fail"
+
+    @property
+    def first_change(self) -> Comparison | None:
+        """The failing comparison whose first failing step is earliest."""
+        failing = [c for c in self.comparisons if not c.passed]
+        return min(failing, key=lambda c: c.first_failing_step) if failing else None
+
+
 def compare(
-    baseline: Baseline, result: harness.RunResult, tolerance: Tolerance | None = None
-) -> tuple[list[Comparison], list[Change]]:
-    """Compare a rerun of ``baseline.recipe`` with the baseline, quantity by quantity.
+    baseline: Baseline,
+    rerun,
+    tolerance: Tolerance | None = None,
+    environment: Mapping[str, str | None] | None = None,
+) -> BaselineCheck:
+    """Compare every stored framework's quantities with the rerun's.
 
     Args:
         baseline: What was recorded.
-        result: The rerun.
-        tolerance: Overrides the baseline's own for the floating-point quantities.
-
-    Returns:
-        One comparison per stored framework x quantity (``against="baseline"``, steps are
-        training steps), and for each failing one the first element that moved.
+        rerun: ``check`` of ``baseline.recipe`` with the baseline's frameworks, reference and
+            mode, ``trajectories=True``.
+        tolerance: Overrides the baseline's own for the floating-point quantities (classes
+            and accuracies are compared exactly).
+        environment: The rerun's environment, compared with the recorded one.
 
     Raises:
-        BaselineError: the baseline does not fit its recipe (steps or shapes the run lacks).
+        BaselineError: the baseline does not fit its recipe (steps, quantities or shapes the
+            rerun lacks).
     """
     tolerance = tolerance or baseline.tolerance
+    now_stored = stored_series(rerun)
     comparisons, changes = [], []
-    for framework, quantities in baseline.frameworks.items():
-        current = full_series(result, framework)
-        for quantity, (steps, recorded) in quantities.items():
-            if quantity not in current:
-                raise BaselineError(f"{baseline.path}: unknown quantity {quantity!r}")
-            available, values = current[quantity]
-            positions = np.searchsorted(available, steps)
-            if np.any(positions >= len(available)) or np.any(available[positions] != steps):
-                raise BaselineError(
-                    f"{baseline.path} does not match its recipe: {framework} {quantity} lists "
-                    f"steps the recipe does not train"
-                )
-            now = np.asarray(values, dtype=np.float64)[positions]
+    for framework, stored in baseline.results.items():
+        if framework not in now_stored:
+            raise BaselineError(f"{baseline.path}: the rerun has no {framework}")
+        for quantity, (steps, recorded) in stored.items():
+            now = _rerun_values(baseline, now_stored[framework], framework, quantity, steps)
             if now.shape != recorded.shape:
                 raise BaselineError(
                     f"{baseline.path} does not match its recipe: {framework} {quantity} is "
                     f"shaped {recorded.shape[1:]} there, {now.shape[1:]} in the rerun"
                 )
-            used = agreement.EXACT if quantity in EXACT_QUANTITIES else tolerance
-            facts = agreement.compare_series(now, recorded, used)
-            facts["worst_step"] = steps[facts["worst_step"]]
+            exact = quantities.is_exact(quantity)
+            used = EXACT if exact else tolerance
+            accumulator = agreement.SeriesAccumulator(None, steps[-1], exact=exact)
+            accumulator.add(np.asarray(steps), now, recorded, used.atol, used.rtol)
+            facts = accumulator.facts()
             first = facts["first_failing_step"]
             if first is not None:
+                row = steps.index(first)
                 index = facts["first_failing_index"]
                 changes.append(
                     Change(
                         framework,
                         quantity,
-                        steps[first],
+                        first,
                         index,
-                        float(recorded[first][index]),
-                        float(now[first][index]),
+                        float(recorded[row][index]),
+                        float(now[row][index]),
                     )
                 )
-                facts["first_failing_step"] = steps[first]
             comparisons.append(
                 Comparison(
                     framework=framework,
@@ -276,17 +373,44 @@ def compare(
                     mode="baseline",
                     quantity=quantity,
                     rtol=used.rtol,
-                    atol=used.atol,
                     **facts,
                 )
             )
-    return comparisons, changes
+    return BaselineCheck(
+        baseline,
+        rerun,
+        comparisons,
+        changes,
+        environment_changes(baseline.environment, environment or {}),
+    )
+
+
+def _rerun_values(
+    baseline: Baseline,
+    now: Mapping[str, tuple[list[int], np.ndarray]],
+    framework: str,
+    quantity: str,
+    steps: Sequence[int],
+) -> np.ndarray:
+    if quantity not in now:
+        raise BaselineError(
+            f"{baseline.path} does not match its recipe: the rerun of {framework} has no {quantity}"
+        )
+    available, values = now[quantity]
+    if list(available) != list(steps):
+        raise BaselineError(
+            f"{baseline.path} does not match its recipe: {framework} {quantity} is stored at "
+            "steps the rerun does not record"
+        )
+    return np.asarray(values, dtype=np.float64)
 
 
 def environment_changes(
-    recorded: dict[str, str | None], current: dict[str, str | None]
+    recorded: Mapping[str, str | None], current: Mapping[str, str | None]
 ) -> list[tuple[str, str | None, str | None]]:
     """``(name, recorded, now)`` for every environment entry that differs."""
+    if not current:
+        return []
     names = list(dict.fromkeys([*recorded, *current]))
     return [
         (name, recorded.get(name), current.get(name))
@@ -295,183 +419,22 @@ def environment_changes(
     ]
 
 
-def recipe_differences(baseline: Recipe, given: dict[str, object]) -> list[str]:
-    """``"steps is 5000 there, 300 here"`` for each setting in ``given`` that differs."""
-    recorded = baseline.to_dict()
-    ours = Recipe(**{**baseline.to_dict(), **given}).to_dict()
+def recipe_differences(recorded: Recipe, wanted: Recipe) -> list[str]:
+    """``"steps is 5000 there, 300 here"`` for each setting that differs."""
+    there, here = _flat(recorded.to_dict()), _flat(wanted.to_dict())
     return [
-        f"{name.replace('_', ' ')} is {recorded[name]!r} there, {ours[name]!r} here"
-        for name in given
-        if ours[name] != recorded[name]
+        f"{name.rsplit('.', 1)[-1].replace('_', ' ')} is {there.get(name)!r} there, "
+        f"{here.get(name)!r} here"
+        for name in dict.fromkeys([*there, *here])
+        if there.get(name) != here.get(name)
     ]
 
 
-# The commands ---------------------------------------------------------------------------------
-
-
-def add_parsers(commands) -> None:
-    """Register ``crosscheck record`` and ``crosscheck check``."""
-    from compare import cli
-
-    record_parser = commands.add_parser(
-        "record",
-        help="run a recipe and store what later runs must reproduce",
-        description="Run a recipe and write a JSON baseline: the recipe, the environment, loss "
-        "and gradient norms at checkpoints, final weights, test predictions and accuracies per "
-        "framework. Exit 0 when written, 1 when the frameworks disagree (nothing written), "
-        "2 on bad input.",
-    )
-    record_parser.add_argument("baseline", type=Path, metavar="BASELINE.json")
-    cli.add_recipe_options(record_parser)
-    _add_framework_options(record_parser, cli)
-    _add_tolerance_options(
-        record_parser, "stored as the baseline's own; default: per dtype, as for run"
-    )
-    record_parser.add_argument("--force", action="store_true", help="replace an existing baseline")
-    record_parser.set_defaults(handler=_record)
-
-    check_parser = commands.add_parser(
-        "check",
-        help="rerun a baseline's recipe and compare with what it recorded",
-        description="Rerun the recipe stored in a baseline and compare every stored quantity. "
-        "Prints what changed, where, by how much, and which library versions differ. "
-        "Exit 0 when everything matches, 1 when something changed, 2 on bad input.",
-    )
-    check_parser.add_argument("baseline", type=Path, metavar="BASELINE.json")
-    _add_tolerance_options(check_parser, "default: the one stored in the baseline")
-    cli.add_recipe_options(check_parser)
-    # Recipe options on check only assert what the baseline holds: none is set unless given.
-    recipe_names = {f.name for f in fields(Recipe)}
-    check_parser.set_defaults(**dict.fromkeys(recipe_names))
-    for group in check_parser._action_groups:
-        if group.title and group.title.startswith("recipe"):
-            group.title = "recipe (optional; each one given must match the baseline's)"
-    for action in check_parser._actions:
-        if action.dest in recipe_names:
-            action.help = re.sub(r" \(default.*\)$", "", action.help or "")
-            action.help += " (must match the baseline's)"
-    _add_ci_outputs(check_parser)
-    check_parser.add_argument(
-        "--in-process",
-        action="store_true",
-        help="train the frameworks one after another in this process",
-    )
-    check_parser.set_defaults(handler=_check)
-
-
-def _add_framework_options(parser, cli) -> None:
-    parser.add_argument(
-        "--frameworks",
-        type=cli._choice_list(implementations.NAMES, "framework"),
-        default=implementations.NAMES,
-        metavar="NAME[,NAME...]",
-        help=f"frameworks to run (default: {','.join(implementations.NAMES)})",
-    )
-    parser.add_argument(
-        "--reference",
-        choices=implementations.NAMES,
-        default="numpy",
-        help="the framework the others are compared with (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--in-process",
-        action="store_true",
-        help="train the frameworks one after another in this process",
-    )
-
-
-def _add_tolerance_options(parser, what: str) -> None:
-    from compare import cli
-
-    parser.add_argument("--rtol", type=cli._finite_float, help=f"relative tolerance ({what})")
-    parser.add_argument("--atol", type=cli._finite_float, help=f"absolute tolerance ({what})")
-
-
-def _add_ci_outputs(parser) -> None:
-    parser.add_argument(
-        "--junit-xml", type=Path, metavar="PATH", help="also write JUnit XML (one case per check)"
-    )
-    parser.add_argument(
-        "--markdown", type=Path, metavar="PATH", help="also write a Markdown summary"
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="let the outputs replace files they did not write"
-    )
-
-
-def _train(args, recipe: Recipe, frameworks, reference: str) -> harness.RunResult:
-    from compare import cli
-
-    progress = cli._LazyProgress(enabled=not cli._plain_output())
-    try:
-        return harness.run(
-            recipe, frameworks, reference, progress=progress, isolate=not args.in_process
-        )
-    finally:
-        progress.close()
-
-
-def _record(args: argparse.Namespace, console) -> int:
-    from compare import cli
-
-    if args.baseline.exists() and not args.force:
-        raise files.OutputError(
-            f"refusing to overwrite baseline {args.baseline}: it exists (use --force)"
-        )
-    files.check_writable(args.baseline, schema=SCHEMA, force=True)
-    recipe = cli.recipe_from_args(args)
-    tolerance = cli._tolerance(args, recipe.dtype)
-    result = _train(args, recipe, args.frameworks, args.reference)
-    comparisons = agreement.compare_run(result, tolerance)
-    report.render(console, result, comparisons, tolerance)
-    if report.verdict(comparisons) != "pass":
-        console.print(f"baseline not written: the frameworks disagree ({args.baseline})")
-        return cli.EXIT_DISAGREE
-    document = record(result, tolerance, environment.describe())
-    files.write_atomic(args.baseline, json.dumps(document, indent=1) + "\n")
-    console.print(
-        f"baseline written to {args.baseline}: {', '.join(result.runs)}, "
-        f"{recipe.steps} steps, rtol {tolerance.rtol:.3g}, atol {tolerance.atol:.3g}",
-        highlight=False,
-    )
-    return cli.EXIT_AGREE
-
-
-def _check(args: argparse.Namespace, console) -> int:
-    from compare import cli
-
-    try:
-        baseline = load(args.baseline)
-        given = {f.name: getattr(args, f.name) for f in fields(Recipe)}
-        differences = recipe_differences(
-            baseline.recipe, {k: v for k, v in given.items() if v is not None}
-        )
-        if differences:
-            raise BaselineError(
-                f"{args.baseline} was recorded for a different recipe: {'; '.join(differences)}"
-            )
-        tolerance = Tolerance(
-            rtol=baseline.tolerance.rtol if args.rtol is None else args.rtol,
-            atol=baseline.tolerance.atol if args.atol is None else args.atol,
-        )
-        if tolerance.rtol < 0 or tolerance.atol < 0:
-            raise cli.UsageError(f"tolerances must be non-negative, got {tolerance}")
-        if args.junit_xml is not None:
-            files.check_writable(args.junit_xml, schema=report.JUNIT_SCHEMA, force=args.force)
-        if args.markdown is not None:
-            files.check_writable(args.markdown, schema=report.MARKDOWN_SCHEMA, force=args.force)
-        frameworks = list(baseline.frameworks)
-        result = _train(args, baseline.recipe, frameworks, baseline.reference)
-        comparisons, changes = compare(baseline, result, tolerance)
-    except BaselineError as error:
-        raise cli.UsageError(str(error)) from None
-    env_changes = environment_changes(baseline.environment, environment.describe())
-    report.render_baseline_check(console, str(args.baseline), comparisons, changes, env_changes)
-    if args.junit_xml is not None:
-        files.write_atomic(args.junit_xml, report.to_junit_xml("crosscheck check", comparisons))
-    if args.markdown is not None:
-        files.write_atomic(
-            args.markdown,
-            report.baseline_markdown(str(args.baseline), comparisons, changes, env_changes),
-        )
-    return cli.EXIT_AGREE if report.verdict(comparisons) == "pass" else cli.EXIT_DISAGREE
+def _flat(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

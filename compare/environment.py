@@ -1,5 +1,7 @@
 """What a run ran on: Python, library versions and platform, for reports and baselines.
 
+Library layer: returns data, prints nothing.
+
 Versions are read from the installed distributions' metadata, so nothing here imports a
 framework (the frameworks may live only in the worker processes).
 """
@@ -10,7 +12,7 @@ import platform
 from importlib import metadata
 
 #: Distributions whose versions can change the numbers.
-LIBRARIES = ("numpy", "scipy", "scikit-learn", "torch", "jax", "jaxlib")
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "torch", "jax", "jaxlib", "optax", "flax")
 
 
 def describe() -> dict[str, str | None]:

@@ -2,7 +2,13 @@
 
 An output path is checked before any training starts, so a ten-second run is not wasted on a
 path that cannot be written. Files are written to a temporary file beside the target and then
-renamed over it, so an interrupted run never leaves half a file.
+renamed over it, so an interrupted run never leaves half a file. A file that is already there
+is replaced only when it is an earlier output of the same kind (its schema says so) or when the
+user says ``--force``.
+
+This module knows files, not formats: each output names its schema, and the schema is found
+in a JSON document's ``"schema"`` key, in a ``<!-- schema -->`` comment at the top of a text
+file, or in a ``schema`` member of an ``.npz`` archive.
 """
 
 from __future__ import annotations
@@ -11,10 +17,14 @@ import json
 import os
 import stat
 import tempfile
+import zipfile
 from pathlib import Path
 
 #: How far into a text output its schema comment may sit.
 _HEAD = 200
+
+#: The ``.npz`` member that names an archive's schema (``np.savez(..., schema=...)``).
+NPZ_SCHEMA_MEMBER = "schema.npy"
 
 
 class OutputError(ValueError):
@@ -25,7 +35,7 @@ def check_writable(path: Path, *, schema: str, force: bool = False) -> None:
     """Refuse ``path`` unless it can be written without losing something the user wrote.
 
     A path that already exists may be replaced only when it is an earlier output of the same
-    kind (a JSON file whose ``"schema"`` is ``schema``) or when ``force`` is set.
+    kind (its schema is ``schema``) or when ``force`` is set.
 
     Raises:
         OutputError: the folder is missing or not writable, the path is a folder, or it holds
@@ -38,22 +48,48 @@ def check_writable(path: Path, *, schema: str, force: bool = False) -> None:
         raise OutputError(f"cannot write {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise OutputError(f"cannot write {path}: folder {folder} is not writable")
-    if path.exists() and not force and not _is_own_output(path, schema):
+    if path.exists() and not force and not is_own_output(path, schema):
         raise OutputError(
             f"refusing to overwrite {path}: it is not a crosscheck output (use --force)"
         )
 
 
-def _is_own_output(path: Path, schema: str) -> bool:
+def is_own_output(path: Path, schema: str) -> bool:
+    """Whether ``path`` is an earlier crosscheck output of the kind ``schema`` names."""
+    if zipfile.is_zipfile(path):
+        return _npz_schema(path) == schema
     try:
         text = path.read_text()
     except (OSError, ValueError):
         return False
     try:
-        return json.loads(text).get("schema") == schema
-    except (ValueError, AttributeError):
+        document = json.loads(text)
+    except ValueError:
         # Text outputs (JUnit XML, Markdown) name their schema in a comment at the top.
         return f"<!-- {schema} -->" in text[:_HEAD]
+    return isinstance(document, dict) and document.get("schema") == schema
+
+
+def _npz_schema(path: Path) -> str | None:
+    # Read as text from the archive member rather than through numpy.load, so that nothing in
+    # a file of unknown origin is unpickled: a saved string array is its header and raw bytes.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if NPZ_SCHEMA_MEMBER not in archive.namelist():
+                return None
+            raw = archive.read(NPZ_SCHEMA_MEMBER)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    # The .npy layout: magic, version, header length (2 bytes in version 1, 4 after), header,
+    # then a unicode scalar's UTF-32 code units, padded with zeros.
+    if not raw.startswith(b"\x93NUMPY") or len(raw) < 12:
+        return None
+    size = 2 if raw[6] == 1 else 4
+    start = 8 + size + int.from_bytes(raw[8 : 8 + size], "little")
+    try:
+        return raw[start:].decode("utf-32-le").rstrip("\x00")
+    except UnicodeDecodeError:
+        return None
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:

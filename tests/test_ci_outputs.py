@@ -1,83 +1,125 @@
-"""CI-friendly outputs: JUnit XML, Markdown, and plain text off a terminal."""
+"""What a CI job reads: JUnit XML and Markdown from ``run``, files replaced only when they are
+crosscheck's own, and colour exactly when a real terminal wants it (run in a pseudo-terminal,
+so that the colour test can fail)."""
 
 from __future__ import annotations
 
+import json
 import os
+import pty
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
-import numpy as np
 import pytest
 
-from compare import agreement, cli, report
+from compare import cli
+from compare.present import json_report, junit, markdown
+
+PLUGINS = Path(__file__).parent / "plugins"
+AGAIN = str(PLUGINS / "numpy_again.py")
+WRONG = str(PLUGINS / "wrong_lr.py")
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def _comparison(quantity: str, actual, expected) -> agreement.Comparison:
-    tolerance = agreement.TOLERANCES["float64"]
-    facts = agreement.compare_series(np.asarray(actual), np.asarray(expected), tolerance)
-    return agreement.Comparison(
-        framework="torch",
-        against="numpy",
-        mode="independent",
-        quantity=quantity,
-        rtol=tolerance.rtol,
-        atol=tolerance.atol,
-        **facts,
+def _outputs(tmp_path, *frameworks: str) -> tuple[int, dict, ET.Element, str]:
+    report, xml, summary = tmp_path / "r.json", tmp_path / "r.xml", tmp_path / "r.md"
+    argv = ["run", "--steps", "8", "--in-process", "--frameworks", ",".join(frameworks)]
+    argv += ["--report", str(report), "--junit-xml", str(xml), "--markdown", str(summary)]
+    code = cli.main(argv)
+    return code, json.loads(report.read_text()), ET.parse(xml).getroot(), summary.read_text()
+
+
+def test_junit_has_a_case_per_comparison_and_fails_exactly_when_the_run_does(tmp_path, capsys):
+    code, document, root, summary = _outputs(tmp_path, "numpy", WRONG)
+    assert code == 1
+    cases = root.findall(".//testcase")
+    assert len(cases) == len(document["comparisons"]) == int(root.get("tests"))
+    failing = [row for row in document["comparisons"] if row["status"] == "FAIL"]
+    assert int(root.get("failures")) == len(failing) > 0
+    names = [(case.get("classname"), case.get("name")) for case in cases]
+    assert len(names) == len(set(names)), "two JUnit cases share a name"
+    assert (f"crosscheck.{WRONG}.synced", "weight:W1") in names
+    failure = next(
+        case.find("failure")
+        for case in cases
+        if (case.get("classname"), case.get("name")) == (f"crosscheck.{WRONG}.synced", "weight:W1")
     )
+    assert failure is not None and "first at step 0, element (0, 0)" in failure.get("message")
+    assert summary.startswith(f"<!-- {markdown.SCHEMA} -->\n### crosscheck run: FAIL\n")
+    assert document["verdict_line"] in summary
 
 
-def test_junit_has_one_case_per_comparison_and_failures_carry_the_message():
-    good = _comparison("loss", [[1.0, 2.0]], [[1.0, 2.0]])
-    bad = _comparison("grad:W1", [[1.0, 2.5]], [[1.0, 2.0]])
-    root = ET.fromstring(report.to_junit_xml("crosscheck run", [good, bad]))
-    cases = root.findall("./testsuite/testcase")
-    assert [(c.get("classname"), c.get("name")) for c in cases] == [
-        ("crosscheck.torch.independent", "loss"),
-        ("crosscheck.torch.independent", "grad:W1"),
-    ]
-    assert cases[0].find("failure") is None
-    failure = cases[1].find("failure")
-    assert failure.get("message") == report.failure_message(bad)
-    assert root.get("tests") == "2" and root.get("failures") == "1"
+def test_a_passing_run_writes_passing_outputs_and_may_replace_them(tmp_path, capsys):
+    code, document, root, summary = _outputs(tmp_path, "numpy", AGAIN)
+    assert code == 0 and document["verdict"] == "pass"
+    assert root.get("failures") == "0" and "### crosscheck run: PASS" in summary
+    assert _outputs(tmp_path, "numpy", AGAIN)[0] == 0, "a rerun replaces its own outputs"
 
 
-def test_run_writes_junit_and_markdown(tmp_path, capsys):
-    pytest.importorskip("jax")
-    junit, markdown = tmp_path / "run.xml", tmp_path / "run.md"
-    argv = ["run", "--frameworks", "numpy,jax", "--steps", "30", "--in-process"]
-    assert cli.main([*argv, "--junit-xml", str(junit), "--markdown", str(markdown)]) == 0
-    cases = ET.parse(junit).getroot().findall(".//testcase")
-    names = [(c.get("classname"), c.get("name")) for c in cases]
-    # jax x (9 independent quantities + the synced loss and two gradients)
-    assert len(names) == len(set(names)) == 12, names
-    assert ("crosscheck.jax.synced", "grad:W1") in names
-    text = markdown.read_text()
-    assert text.startswith("<!-- crosscheck.markdown/1 -->\n### crosscheck run: PASS")
-    assert "| jax | `grad:W1` | numpy |" in text
-    # A rerun may replace its own outputs without --force.
-    assert cli.main([*argv, "--junit-xml", str(junit), "--markdown", str(markdown)]) == 0
-
-
-def test_outputs_refuse_to_replace_other_files(tmp_path, capsys):
-    other = tmp_path / "notes.md"
+@pytest.mark.parametrize(
+    ("option", "schema"),
+    [("--markdown", markdown.SCHEMA), ("--junit-xml", junit.SCHEMA), ("--report", None)],
+)
+def test_outputs_refuse_to_replace_other_files(tmp_path, capsys, option, schema):
+    other = tmp_path / "notes"
     other.write_text("my notes\n")
-    argv = ["run", "--frameworks", "numpy", "--steps", "3", "--in-process"]
-    assert cli.main([*argv, "--markdown", str(other)]) == 2
+    argv = ["run", "--frameworks", f"numpy,{AGAIN}", "--steps", "3", "--in-process"]
+    assert cli.main([*argv, option, str(other)]) == 2
     assert "use --force" in capsys.readouterr().err
     assert other.read_text() == "my notes\n"
-    assert cli.main([*argv, "--markdown", str(other), "--force"]) == 0
+    assert cli.main([*argv, option, str(other), "--force"]) == 0
+    written = other.read_text()
+    if schema is None:
+        assert json.loads(written)["schema"] == json_report.SCHEMA
+    else:
+        assert f"<!-- {schema} -->" in written[:200]
 
 
-@pytest.mark.parametrize("variable", ["NO_COLOR", "CI"])
-def test_no_colour_when_no_color_or_ci_is_set(variable):
-    env = {**os.environ, variable: "1", "TERM": "xterm-256color"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "compare", "run", "--frameworks", "numpy", "--steps", "3"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
+def _in_a_terminal(env: dict[str, str]) -> str:
+    """``crosscheck run``'s output in a real pseudo-terminal, 100 columns wide."""
+    leader, follower = pty.openpty()
+    argv = ["run", "--steps", "3", "--in-process", "--frameworks", f"numpy,{AGAIN}"]
+    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI", "COLUMNS")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compare", *argv],
+        cwd=ROOT,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env={**environ, "TERM": "xterm-256color", "COLUMNS": "100", **env},
     )
-    assert completed.returncode == 0, completed.stderr
-    assert "\x1b[" not in completed.stdout + completed.stderr
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the follower closed: the process is done
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=300) == 0, b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_a_terminal_gets_colour_and_ci_turns_it_off():
+    # NO_COLOR's every form is tested on a console in tests/test_present_terminal.py.
+    assert "\x1b[" in _in_a_terminal({}), "a terminal should get colour (else this test is void)"
+    assert "\x1b[" not in _in_a_terminal({"CI": "true"})
+
+
+def test_piped_output_honours_columns(capsys, monkeypatch):
+    argv = ["run", "--steps", "3", "--in-process", "--frameworks", f"numpy,{AGAIN}"]
+    widest = {}
+    for columns in ("80", "200"):
+        monkeypatch.setenv("COLUMNS", columns)
+        assert cli.main(argv) == 0
+        # The verdict line is one line whatever its length, so that a CI log ends with it whole.
+        *report, verdict = capsys.readouterr().out.strip().splitlines()
+        assert verdict.startswith("PASS")
+        widest[columns] = max(len(line) for line in report)
+        assert widest[columns] <= int(columns), f"a line is wider than COLUMNS={columns}"
+    assert widest["200"] > 80, "a wide COLUMNS should give wide tables"

@@ -1,64 +1,89 @@
-"""``crosscheck run --plots DIR``: the PNGs are written, open, and are real pictures."""
+"""``crosscheck run --plots DIR``: real PNG pictures, checked before the run, never written over
+a user's file, and nothing left behind by a refused run."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
-import numpy as np
+import presentation_results as made
 import pytest
 
-from compare import agreement, plots
-from compare.cli import main
+from compare import cli, files
+from compare.present import plots
 
 pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
 
-RUN = ["run", "--in-process", "--steps", "30"]
-NUMPY_ONLY = [*RUN, "--frameworks", "numpy"]  # for checks that need no framework installed
+PLUGINS = Path(__file__).parent / "plugins"
+RUN = ["run", "--in-process", "--steps", "20", "--frameworks", f"numpy,{PLUGINS / 'wrong_lr.py'}"]
 
 
-def test_run_writes_every_plot_as_a_sensible_png(capsys, tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("jax")
+def _sensible_png(path: Path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG", f"{path.name} is {image.format}, not PNG"
+        width, height = image.size
+        assert 400 <= width <= 3000 and 250 <= height <= 2500, f"{path.name} is {image.size}"
+        colours = image.convert("RGB").getcolors(maxcolors=width * height)
+        assert len(colours) > 10, f"{path.name} is nearly blank ({len(colours)} colours)"
+
+
+def test_run_draws_every_plot_as_a_sensible_png(capsys, tmp_path):
     folder = tmp_path / "new" / "plots"  # missing folders are created
-    assert main([*RUN, "--plots", str(folder)]) == 0, capsys.readouterr().err
-    assert "plots written" in capsys.readouterr().out
-    for name in plots.FILENAMES:
-        path = folder / name
-        assert path.is_file(), f"{name} was not written"
-        with Image.open(path) as image:
-            assert image.format == "PNG", f"{name} is {image.format}, not PNG"
-            width, height = image.size
-            assert 400 <= width <= 3000 and 300 <= height <= 2000, f"{name} is {image.size}"
-            colours = image.convert("RGB").getcolors(maxcolors=width * height)
-            assert len(colours) > 10, f"{name} is nearly blank ({len(colours)} colours)"
+    assert cli.main([*RUN, "--plots", str(folder)]) == 1, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "plots written" in out
+    names = {path.name for path in folder.iterdir()}
+    expected = {"loss.png", "differences_independent.png", "differences_synced.png"}
+    assert expected | {"confusion_matrix.png"} == names
+    assert names <= set(plots.FILENAMES)
+    for name in names:
+        _sensible_png(folder / name)
 
 
-def test_an_earlier_png_is_replaced(capsys, tmp_path):
-    old = Image.new("RGB", (10, 10))
-    old.save(tmp_path / "loss_accuracy.png")
-    assert main([*NUMPY_ONLY, "--plots", str(tmp_path)]) == 0, capsys.readouterr().err
-    with Image.open(tmp_path / "loss_accuracy.png") as image:
+def test_the_plots_of_a_made_result(tmp_path):
+    written = plots.write(made.result([made.comparison(made.AGREEING, made.EXPECTED)]), tmp_path)
+    assert [path.name for path in written] == [
+        "loss.png",
+        "differences_synced.png",
+        "confusion_matrix.png",
+    ]
+    for path in written:
+        _sensible_png(path)
+
+
+def test_an_earlier_png_is_replaced(tmp_path):
+    Image.new("RGB", (10, 10)).save(tmp_path / "loss.png")
+    plots.prepare(tmp_path)
+    plots.write(made.result([made.comparison(made.AGREEING, made.EXPECTED)]), tmp_path)
+    with Image.open(tmp_path / "loss.png") as image:
         assert image.size != (10, 10), "the earlier plot should have been replaced"
 
 
 def test_a_folder_that_is_a_file_exits_2_with_one_line(capsys, tmp_path):
     path = tmp_path / "plots"
     path.write_text("my notes\n")
-    assert main([*NUMPY_ONLY, "--plots", str(path)]) == 2
+    assert cli.main([*RUN, "--plots", str(path)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "not a folder" in error, error
     assert path.read_text() == "my notes\n", "the file must be left alone"
 
 
-def test_a_users_file_in_the_way_is_never_overwritten(capsys, tmp_path):
-    mine = tmp_path / "gradient_difference.png"
+def test_a_users_file_in_the_way_is_never_overwritten_and_nothing_is_written(capsys, tmp_path):
+    mine = tmp_path / "differences_synced.png"
     mine.write_text("not a picture, but mine\n")
-    assert main([*NUMPY_ONLY, "--plots", str(tmp_path)]) == 2
+    assert cli.main([*RUN, "--plots", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "refusing to overwrite" in error, error
     assert mine.read_text() == "not a picture, but mine\n"
-    assert not (tmp_path / "loss_accuracy.png").exists(), "nothing should be written at all"
+    assert [path.name for path in tmp_path.iterdir()] == [mine.name]
+
+
+def test_a_refused_run_creates_no_plot_folder(capsys, tmp_path):
+    folder = tmp_path / "plots"
+    assert cli.main([*RUN, "--plots", str(folder), "--rtol", "-1"]) == 2
+    assert cli.main([*RUN, "--plots", str(folder), "--report", "/nonexistent/r.json"]) == 2
+    assert not folder.exists()
 
 
 def test_missing_matplotlib_exits_2_before_training(capsys, monkeypatch, tmp_path):
@@ -68,13 +93,8 @@ def test_missing_matplotlib_exits_2_before_training(capsys, monkeypatch, tmp_pat
         "find_spec",
         lambda name, *args: None if name == "matplotlib" else real(name, *args),
     )
-    assert main([*NUMPY_ONLY, "--plots", str(tmp_path / "plots")]) == 2
+    with pytest.raises(files.OutputError, match=r"crosscheck\[plots\]"):
+        plots.prepare(tmp_path / "plots")
+    assert cli.main([*RUN, "--plots", str(tmp_path / "plots")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "crosscheck[plots]" in error, error
-
-
-def test_gradient_difference_is_the_per_step_maximum():
-    """Non-finite values count as agreement only when identical, as in compare_series."""
-    actual = np.array([[[1.0, 2.0]], [[3.0, np.nan]], [[np.inf, 0.0]]])
-    expected = np.array([[[1.0, 2.5]], [[2.0, np.nan]], [[np.inf, 1e-3]]])
-    np.testing.assert_array_equal(agreement.max_abs_by_step(actual, expected), [0.5, 1.0, 1e-3])
