@@ -1,33 +1,29 @@
-"""Agreement: the comparison of trajectories (independent and synced) and the precision facts.
-
-The tolerances and their reasoning live in ``compare.tolerances``; ``TOLERANCES`` here is the
-independent mode's table, kept under its old name.
+"""Agreement facts: streaming comparisons of two series, near ties, non-finite values, precision.
 
 Two values agree when ``|a - b| <= atol + rtol * |b|``, ``b`` the reference's value: the
-convention of ``numpy.testing.assert_allclose`` and ``torch.testing.assert_close``. This module
-returns facts (greatest errors, where they occurred, the first step that fails); it never
-formats text. ``compare.report`` does that.
+convention of ``numpy.testing.assert_allclose`` and ``torch.testing.assert_close``. The
+tolerances and their reasoning live in ``compare.tolerances``; which quantity is compared how
+lives in ``compare.quantities``; the verdict lives in ``compare.check``.
 
-Every series compared has a leading step axis, so "where" is a step plus an element index.
+Records arrive in chunks of states while the frameworks train, so every fact here is built by
+an accumulator that sees each chunk once and keeps only a few numbers (greatest errors and
+where, the first failure, counts, a log-spaced growth curve, a fixed number of plot bins):
+nothing grows with the number of steps. This module returns facts; it never formats text.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from compare import tolerances
-from compare.harness import RunResult
-from compare.tolerances import EXACT, Tolerance  # defined there; callers also use them from here
 
-#: Default independent-mode tolerances by compute dtype: ``rtol = sqrt(eps)``, ``atol = rtol *
-#: 1e-3``. The reasoning, and the synced mode's tighter rule, live in ``compare.tolerances``.
-TOLERANCES: dict[str, Tolerance] = {
-    dtype: Tolerance(rule.rtol, rule.atol)
-    for dtype in tolerances.EPS
-    for rule in [tolerances.independent(dtype)]
-}
+#: Error levels whose first crossing the drift report names.
+DRIFT_THRESHOLDS = (1e-6, 1e-4, 1e-2)
+
+#: Per-state series kept for plots are cut into at most this many bins, whatever the length.
+PLOT_POINTS = 1000
 
 
 @dataclass(frozen=True)
@@ -38,27 +34,31 @@ class Comparison:
         framework: The framework compared.
         against: The reference framework.
         mode: ``"independent"``: each framework followed its own trajectory; ``"synced"``: each
-            evaluated the loss and gradients at the reference's weights of every step.
-        quantity: ``"loss"``, ``"grad:W1"``, ``"weight:W1"``, ``"train_accuracy"``,
-            ``"test_outputs"``, ``"test_predictions"`` or ``"test_accuracy"``.
+            took one step from the reference's state of every step.
+        quantity: A ``compare.quantities`` name (``"loss"``, ``"grad:W1"``, ``"state:m:W1"``,
+            ``"test_predictions"``, ...).
         max_abs: Greatest ``|a - b|`` over every step and element.
         max_rel: Greatest ``|a - b| / |b|`` (``inf`` where ``b`` is 0 and ``a`` is not).
-        worst_step: Step of ``max_abs``.
+        worst_step: Step of ``max_abs``. A per-state quantity's step is the state ``k`` (in
+            synced mode, for the state after the step, the step ``k`` whose update made it); a
+            final quantity's is the number of steps (the trained model).
         worst_index: Element index (within the step) of ``max_abs``.
         first_failing_step: First step where some element breaks the tolerance, or ``None``.
         first_failing_index: Element index of the first failure, or ``None``.
         mismatched: Number of elements, over every step, that break the tolerance.
         total: Number of elements compared.
         rtol: Relative tolerance used.
-        atol: Absolute tolerance used.
-        gating: Whether a failure here fails the verdict; a non-gating failure is drift that
-            is reported (``compare.tolerances.drift_is_verdict``).
+        atol: The largest absolute tolerance used (a scaled rule's grows with the reference's
+            running magnitude; a next-state rule's is per element, see ``compare.tolerances``).
+        gating: Whether a failure here fails the verdict; a non-gating failure is drift that is
+            reported (``compare.tolerances.drift_is_verdict``).
         max_ulp: Greatest per-step ``max|a - b|`` in ULPs of the dtype at that step's largest
             reference magnitude (a normwise error; ``None`` for exact quantities).
-        growth: ``(step, greatest |a - b| up to that step)`` at log-spaced steps: how the error
-            grows.
-        crossings: ``(threshold, first step whose max|a - b| reaches it, or None)`` for 1e-6,
-            1e-4 and 1e-2.
+        growth: ``(step, greatest |a - b| up to that step)`` at log-spaced steps.
+        crossings: ``(threshold, first step whose max|a - b| reaches it, or None)`` for
+            ``DRIFT_THRESHOLDS``.
+        flushed: Elements where one side is 0 and the other a subnormal number of the dtype:
+            one framework flushed a subnormal result to zero (agreement, not a failure).
     """
 
     framework: str
@@ -79,55 +79,12 @@ class Comparison:
     max_ulp: float | None = None
     growth: tuple[tuple[int, float], ...] = ()
     crossings: tuple[tuple[float, int | None], ...] = ()
+    flushed: int = 0
 
     @property
     def passed(self) -> bool:
         """Every element of every step within tolerance."""
         return self.first_failing_step is None
-
-
-def compare_series(
-    actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance
-) -> dict[str, object]:
-    """Compare two arrays shaped ``(steps, ...)`` element by element.
-
-    Non-finite values agree only with the identical value (NaN with NaN, +inf with +inf): two
-    frameworks that overflow at the same element agree there, one that overflows alone fails.
-
-    Returns:
-        The fact fields of ``Comparison`` from ``max_abs`` to ``total``.
-    """
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    abs_error = absolute_error(actual, expected)
-    same = abs_error == 0
-    finite = np.isfinite(expected)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        rel_error = np.where(abs_error == 0, 0.0, abs_error / np.abs(expected))
-        allowed = tolerance.atol + tolerance.rtol * np.abs(np.where(finite, expected, 0.0))
-    # A non-finite reference value is matched only by the identical value.
-    failing = ~(same | (finite & (abs_error <= allowed)))
-    steps = abs_error.shape[0]
-    per_step = abs_error.reshape(steps, -1)
-    worst = np.unravel_index(int(np.argmax(per_step)), per_step.shape) if steps else (0, 0)
-    failing_flat = failing.reshape(steps, -1)
-    failing_steps = np.flatnonzero(failing_flat.any(axis=1))
-    first_step = int(failing_steps[0]) if failing_steps.size else None
-    element_shape = abs_error.shape[1:]
-    first_index = None
-    if first_step is not None:
-        flat = int(np.argmax(failing_flat[first_step]))
-        first_index = tuple(int(i) for i in np.unravel_index(flat, element_shape))
-    return {
-        "max_abs": float(per_step.max()) if per_step.size else 0.0,
-        "max_rel": float(rel_error.max()) if rel_error.size else 0.0,
-        "worst_step": int(worst[0]),
-        "worst_index": tuple(int(i) for i in np.unravel_index(int(worst[1]), element_shape)),
-        "first_failing_step": first_step,
-        "first_failing_index": first_index,
-        "mismatched": int(failing.sum()),
-        "total": int(failing.size),
-    }
 
 
 def absolute_error(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -142,234 +99,279 @@ def absolute_error(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
         raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
     same = (actual == expected) | (np.isnan(actual) & np.isnan(expected))
     with np.errstate(invalid="ignore", over="ignore"):
-        abs_error = np.where(same, 0.0, np.abs(actual - expected))
-    return np.where(np.isnan(abs_error), np.inf, abs_error)
+        error = np.where(same, 0.0, np.abs(actual - expected))
+    return np.where(np.isnan(error), np.inf, error)
 
 
-def max_abs_by_step(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """``(steps,)``: the greatest ``absolute_error`` at each step of two ``(steps, ...)`` series."""
-    abs_error = absolute_error(actual, expected)
-    return abs_error.reshape(abs_error.shape[0], -1).max(axis=1, initial=0.0)
+def finite_magnitude(values: np.ndarray) -> np.ndarray:
+    """``(n,)``: the largest finite ``|value|`` of each state of an ``(n, ...)`` array (0 if
+    none)."""
+    values = np.abs(np.asarray(values, dtype=np.float64))
+    flat = np.where(np.isfinite(values), values, 0.0).reshape(len(values), -1)
+    return flat.max(axis=1, initial=0.0)
 
 
-def quantities(result: RunResult, framework: str) -> dict[str, tuple[np.ndarray, bool]]:
-    """Every compared series of one framework: name -> (series with a step axis, exact?)."""
-    run = result.runs[framework]
-    trajectory = run.trajectory
-    series: dict[str, tuple[np.ndarray, bool]] = {"loss": (trajectory.losses, False)}
-    for name in result.network.param_names:
-        series[f"grad:{name}"] = (trajectory.grads[name], False)
-    for name in result.network.param_names:
-        series[f"weight:{name}"] = (trajectory.weights[name], False)
-    series["train_accuracy"] = (result.train_accuracy(framework), True)
-    series["test_outputs"] = (run.test_outputs[None], False)
-    series["test_predictions"] = (result.test_predictions(framework)[None], True)
-    series["test_accuracy"] = (np.array([result.test_accuracy(framework)]), True)
-    return series
+class RunningMax:
+    """The running maximum of a reference quantity's finite magnitude, state by state."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def update(self, expected: np.ndarray) -> np.ndarray:
+        """``(n,)``: the maximum over every state so far up to each of this chunk's states."""
+        if len(expected) == 0:
+            return np.zeros(0)
+        running = np.maximum.accumulate(np.maximum(finite_magnitude(expected), self.value))
+        self.value = float(running[-1])
+        return running
 
 
-def compare_run(result: RunResult, tolerance: Tolerance | None = None) -> list[Comparison]:
-    """Compare every framework of ``result`` with its reference, quantity by quantity.
-
-    Args:
-        result: What the harness computed.
-        tolerance: For the floating-point quantities; defaults to ``TOLERANCES[dtype]``.
-            Predictions and accuracies are always compared exactly.
-    """
-    tolerance = tolerance or TOLERANCES[result.recipe.dtype]
-    reference = quantities(result, result.reference)
-    comparisons = []
-    for framework in result.runs:
-        if framework == result.reference:
-            continue
-        for quantity, (series, exact) in quantities(result, framework).items():
-            used = EXACT if exact else tolerance
-            facts = compare_series(series, reference[quantity][0], used)
-            comparisons.append(
-                Comparison(
-                    framework=framework,
-                    against=result.reference,
-                    mode="independent",
-                    quantity=quantity,
-                    rtol=used.rtol,
-                    atol=used.atol,
-                    **facts,
-                )
-            )
-    return comparisons
-
-
-#: Error levels whose first crossing the drift report names.
-DRIFT_THRESHOLDS = (1e-6, 1e-4, 1e-2)
-
-
-def log_spaced_steps(steps: int) -> list[int]:
-    """0, 1, 2, 5, 10, 20, 50, ... below ``steps``, and always the last step."""
-    chosen, decade = {0, steps - 1}, 1
-    while decade < steps:
-        chosen.update(m * decade for m in (1, 2, 5) if m * decade < steps)
+def log_spaced_steps(last: int) -> list[int]:
+    """0, 1, 2, 5, 10, 20, 50, ... up to ``last``, and ``last`` itself."""
+    chosen, decade = {0, last}, 1
+    while decade <= last:
+        chosen.update(m * decade for m in (1, 2, 5) if m * decade <= last)
         decade *= 10
     return sorted(step for step in chosen if step >= 0)
 
 
-def error_growth(actual: np.ndarray, expected: np.ndarray, dtype: str) -> dict[str, object]:
-    """How the error of one series grows over its steps.
+class BinnedSeries:
+    """A per-state series cut into at most ``points`` bins of equal width, for plots.
 
-    Returns:
-        ``max_ulp``, ``growth`` and ``crossings``, the fields of ``Comparison``.
+    Each bin keeps the greatest value of its states (``"max"``: spikes stay visible) or its first
+    state's value (``"first"``: a decimated curve). Bins no state reached hold NaN.
     """
-    error = max_abs_by_step(actual, expected)
-    magnitudes = np.abs(np.asarray(expected, dtype=np.float64)).reshape(len(error), -1)
-    scale = np.where(np.isfinite(magnitudes), magnitudes, 0.0).max(axis=1, initial=0.0)
-    ulps = error / tolerances.ulp_scale(scale, dtype)
-    # The running maximum: the drift a run has reached by each step, which only grows.
-    reached = np.maximum.accumulate(error) if error.size else error
-    crossings = []
-    for threshold in DRIFT_THRESHOLDS:
-        crossed = np.flatnonzero(error >= threshold)
-        crossings.append((threshold, int(crossed[0]) if crossed.size else None))
+
+    def __init__(self, states: int, points: int | None = None, reduce: str = "max") -> None:
+        points = PLOT_POINTS if points is None else points
+        self.width = max(1, -(-states // points))
+        count = -(-states // self.width)
+        self.steps = np.arange(count) * self.width
+        self.values = np.full(count, np.nan)
+        self.reduce = reduce
+
+    def add(self, steps: np.ndarray, values: np.ndarray) -> None:
+        """Fold the values of ``steps`` into their bins."""
+        if len(steps) == 0:
+            return
+        bins = np.asarray(steps, dtype=np.int64) // self.width
+        values = np.asarray(values, dtype=np.float64)
+        if self.reduce == "first":
+            fresh = np.isnan(self.values[bins])
+            first = np.unique(bins, return_index=True)[1]
+            chosen = first[fresh[first]]
+            self.values[bins[chosen]] = values[chosen]
+            return
+        current = np.where(np.isnan(self.values), -np.inf, self.values)
+        np.maximum.at(current, bins, np.where(np.isnan(values), np.inf, values))
+        self.values = np.where(np.isneginf(current), np.nan, current)
+
+
+class SeriesAccumulator:
+    """Compares one framework's series of one quantity with the reference's, chunk by chunk.
+
+    Chunks must arrive in step order. Memory is a few numbers plus ``PLOT_POINTS`` bins.
+    """
+
+    def __init__(
+        self, dtype: str | None, last_step: int, *, exact: bool = False, per_state: bool = True
+    ) -> None:
+        """
+        Args:
+            dtype: The compute dtype (for ULPs and subnormals); ignored when ``exact``.
+            last_step: The last step this series will hold (for the growth curve and bins).
+            exact: Compared exactly (no ULPs, growth or crossings).
+            per_state: A series over the steps (else one value: no growth or crossings).
+        """
+        self.dtype = dtype
+        self.exact = exact
+        self.per_state = per_state
+        self.tiny = 0.0 if exact or dtype is None else tolerances.TINY[dtype]
+        self.max_abs = 0.0
+        self.max_rel = 0.0
+        self.worst_step: int | None = None
+        self.worst_index: tuple[int, ...] = ()
+        self.first_failing_step: int | None = None
+        self.first_failing_index: tuple[int, ...] | None = None
+        self.mismatched = 0
+        self.total = 0
+        self.flushed = 0
+        self.max_atol = 0.0
+        self.max_ulp = 0.0
+        self.reached = 0.0
+        self.last_seen: int | None = None
+        self.growth: list[tuple[int, float]] = []
+        self._checkpoints = log_spaced_steps(max(last_step, 0))
+        self._next_checkpoint = 0
+        self.crossings: dict[float, int | None] = dict.fromkeys(DRIFT_THRESHOLDS)
+        self.bins = BinnedSeries(last_step + 1)
+
+    def add(
+        self,
+        steps: np.ndarray,
+        actual: np.ndarray,
+        expected: np.ndarray,
+        atol: np.ndarray | float,
+        rtol: float,
+    ) -> None:
+        """Compare one chunk.
+
+        Args:
+            steps: ``(n,)``: the step of each row.
+            actual: ``(n, ...)``: the framework's values.
+            expected: ``(n, ...)``: the reference's values.
+            atol: The absolute tolerance: a number, one per step ``(n,)``, or per element.
+            rtol: The relative tolerance.
+        """
+        steps = np.asarray(steps, dtype=np.int64)
+        n = len(steps)
+        if n == 0:
+            return
+        actual = np.asarray(actual, dtype=np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+        error = absolute_error(actual, expected)
+        atol = np.asarray(atol, dtype=np.float64)
+        if atol.ndim == 1 and expected.ndim > 1:
+            atol = atol.reshape((n,) + (1,) * (expected.ndim - 1))
+        finite = np.isfinite(expected)
+        magnitude = np.abs(np.where(finite, expected, 0.0))
+        with np.errstate(invalid="ignore", over="ignore"):
+            allowed = atol + rtol * magnitude
+        # A non-finite reference value is matched only by the identical value.
+        failing = ~((error == 0) | (finite & (error <= allowed)))
+        self.max_atol = max(self.max_atol, float(np.max(atol)) if atol.size else 0.0)
+        element_shape = expected.shape[1:]
+        flat_error = error.reshape(n, -1)
+        per_step = flat_error.max(axis=1, initial=0.0)
+        self._worst(steps, flat_error, element_shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            relative = np.where(error == 0, 0.0, error / np.abs(expected))
+        if relative.size:
+            self.max_rel = max(self.max_rel, float(_nan_is_inf(relative).max()))
+        flat_failing = failing.reshape(n, -1)
+        if self.first_failing_step is None:
+            rows = np.flatnonzero(flat_failing.any(axis=1))
+            if rows.size:
+                row = int(rows[0])
+                flat = int(np.argmax(flat_failing[row]))
+                self.first_failing_step = int(steps[row])
+                self.first_failing_index = _index(flat, element_shape)
+        self.mismatched += int(failing.sum())
+        self.total += int(failing.size)
+        if self.tiny:
+            self.flushed += _flushed(actual, expected, self.tiny)
+        if not self.exact:
+            self._ulps(per_step, finite_magnitude(expected))
+        if not self.exact and self.per_state:
+            self._growth(steps, per_step)
+        self.bins.add(steps, per_step)
+        self.last_seen = int(steps[-1])
+
+    def _worst(self, steps: np.ndarray, flat_error: np.ndarray, element_shape: tuple) -> None:
+        if flat_error.size == 0:
+            if self.worst_step is None:
+                self.worst_step = int(steps[0])
+            return
+        row, flat = np.unravel_index(int(np.argmax(flat_error)), flat_error.shape)
+        largest = float(flat_error[row, flat])
+        if self.worst_step is None or largest > self.max_abs:
+            self.max_abs = largest
+            self.worst_step = int(steps[row])
+            self.worst_index = _index(int(flat), element_shape)
+
+    def _ulps(self, per_step: np.ndarray, scale: np.ndarray) -> None:
+        dtype = self.dtype or "float64"
+        with np.errstate(invalid="ignore"):
+            ulps = per_step / tolerances.ulp_scale(scale, dtype)
+        if ulps.size:
+            self.max_ulp = max(self.max_ulp, float(_nan_is_inf(ulps).max()))
+
+    def _growth(self, steps: np.ndarray, per_step: np.ndarray) -> None:
+        for threshold, crossed in self.crossings.items():
+            if crossed is None:
+                hits = np.flatnonzero(per_step >= threshold)
+                if hits.size:
+                    self.crossings[threshold] = int(steps[hits[0]])
+        reached = np.maximum.accumulate(np.maximum(per_step, self.reached))
+        checkpoints = self._checkpoints
+        while self._next_checkpoint < len(checkpoints):
+            checkpoint = checkpoints[self._next_checkpoint]
+            if checkpoint > steps[-1]:
+                break
+            position = int(np.searchsorted(steps, checkpoint, side="right")) - 1
+            value = reached[position] if position >= 0 else self.reached
+            self.growth.append((checkpoint, float(value)))
+            self._next_checkpoint += 1
+        self.reached = float(reached[-1])
+
+    def facts(self) -> dict[str, object]:
+        """The fact fields of ``Comparison``, from ``max_abs`` on (not ``gating``)."""
+        growth: tuple[tuple[int, float], ...] = ()
+        crossings: tuple[tuple[float, int | None], ...] = ()
+        if not self.exact and self.per_state:
+            growth = tuple(self.growth)
+            if self.last_seen is not None and (not growth or growth[-1][0] < self.last_seen):
+                growth += ((self.last_seen, self.reached),)
+            crossings = tuple(self.crossings.items())
+        return {
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "worst_step": 0 if self.worst_step is None else self.worst_step,
+            "worst_index": self.worst_index,
+            "first_failing_step": self.first_failing_step,
+            "first_failing_index": self.first_failing_index,
+            "mismatched": self.mismatched,
+            "total": self.total,
+            "atol": self.max_atol,
+            "max_ulp": None if self.exact else self.max_ulp,
+            "growth": growth,
+            "crossings": crossings,
+            "flushed": self.flushed,
+        }
+
+
+def _nan_is_inf(values: np.ndarray) -> np.ndarray:
+    """NaN (an error against a non-finite value) counts as the largest error, infinity."""
+    return np.where(np.isnan(values), np.inf, values)
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+
+
+def _flushed(actual: np.ndarray, expected: np.ndarray, tiny: float) -> int:
+    """Elements where one side is exactly 0 and the other a nonzero subnormal."""
+    with np.errstate(invalid="ignore"):
+        one = (actual == 0) & (expected != 0) & (np.abs(expected) < tiny)
+        other = (expected == 0) & (actual != 0) & (np.abs(actual) < tiny)
+    return int(np.count_nonzero(one | other))
+
+
+class NonfiniteTracker:
+    """The first state at which a framework's loss, parameters or gradients hold NaN or inf."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+
+    def add(self, steps: np.ndarray, records: dict[str, np.ndarray], quantities) -> None:
+        """Look at one chunk's ``quantities`` (names of records with a leading state axis)."""
+        if self.first is not None or len(steps) == 0:
+            return
+        bad = np.zeros(len(steps), dtype=bool)
+        for quantity in quantities:
+            values = np.asarray(records[quantity], dtype=np.float64).reshape(len(steps), -1)
+            bad |= ~np.isfinite(values).all(axis=1)
+        found = np.flatnonzero(bad)
+        if found.size:
+            self.first = int(steps[found[0]])
+
+
+def nonfinite_facts(first_steps: dict[str, int | None]) -> dict[str, object]:
+    """``{"first_nonfinite_step": {framework: step or None}, "agree": all the same}``."""
     return {
-        "max_ulp": float(ulps.max()) if ulps.size else 0.0,
-        "growth": tuple((step, float(reached[step])) for step in log_spaced_steps(len(error))),
-        "crossings": tuple(crossings),
+        "first_nonfinite_step": dict(first_steps),
+        "agree": len(set(first_steps.values())) <= 1,
     }
-
-
-def _comparison(
-    framework: str,
-    reference: str,
-    mode: str,
-    quantity: str,
-    actual: np.ndarray,
-    expected: np.ndarray,
-    tolerance: Tolerance,
-    dtype: str | None,
-    gating: bool,
-) -> Comparison:
-    facts = compare_series(actual, expected, tolerance)
-    growth = {} if dtype is None else error_growth(actual, expected, dtype)
-    return Comparison(
-        framework=framework,
-        against=reference,
-        mode=mode,
-        quantity=quantity,
-        rtol=tolerance.rtol,
-        atol=tolerance.atol,
-        gating=gating,
-        **facts,
-        **growth,
-    )
-
-
-#: Independent quantities that judge the trained model rather than the path to it.
-FINAL_QUANTITIES = ("test_predictions", "test_accuracy")
-
-
-def compare_independent(
-    result: RunResult, rule: tolerances.ToleranceRule, mode: str = "independent"
-) -> list[Comparison]:
-    """Compare every framework's own trajectory with the reference's, quantity by quantity.
-
-    Args:
-        result: What the harness computed.
-        rule: The independent-mode tolerance rule for floating-point quantities (predictions
-            and accuracies are always exact).
-        mode: The mode ``crosscheck run`` was asked for; in ``"both"`` per-step drift below
-            float64 is reported without failing the verdict (``tolerances.drift_is_verdict``).
-
-    The final test predictions and accuracy decide the verdict in every mode, unless the test
-    outputs agree within tolerance and every row whose class differs sits on a near-tie
-    (``near_tie_rows``): then the models are the same to tolerance, rounding broke a tie, and
-    the difference is reported, as drift is.
-    """
-    dtype = result.recipe.dtype
-    drift_gates = tolerances.drift_is_verdict(dtype, mode)
-    reference = quantities(result, result.reference)
-    ties = near_tie_rows(
-        result.runs[result.reference].test_outputs, rule.for_series(reference["test_outputs"][0])
-    )
-    comparisons = []
-    for framework in result.runs:
-        if framework == result.reference:
-            continue
-        differing = result.test_predictions(framework) != result.test_predictions(result.reference)
-        outputs = compare_series(
-            result.runs[framework].test_outputs[None],
-            reference["test_outputs"][0],
-            rule.for_series(reference["test_outputs"][0]),
-        )
-        only_ties = bool(np.all(ties[differing])) and outputs["first_failing_step"] is None
-        for quantity, (series, exact) in quantities(result, framework).items():
-            expected = reference[quantity][0]
-            # A final class that differs only on near-ties is rounding deciding a coin toss.
-            final = quantity in FINAL_QUANTITIES and not only_ties
-            comparisons.append(
-                _comparison(
-                    framework,
-                    result.reference,
-                    "independent",
-                    quantity,
-                    series,
-                    expected,
-                    EXACT if exact else rule.for_series(expected),
-                    None if exact else dtype,
-                    gating=drift_gates or final,
-                )
-            )
-    return comparisons
-
-
-def compare_synced(
-    result: RunResult, synced: dict[str, dict], rule: tolerances.ToleranceRule
-) -> list[Comparison]:
-    """Compare every framework's loss and gradients at the reference's weights of every step.
-
-    Args:
-        result: What the harness computed (for the reference and the dtype).
-        synced: ``harness.synced``'s output: framework -> ``{"losses", "grads", ...}``.
-        rule: The synced-mode tolerance rule.
-    """
-    dtype = result.recipe.dtype
-    expected = synced[result.reference]
-    comparisons = []
-    for framework, evaluated in synced.items():
-        if framework == result.reference:
-            continue
-        pairs = {"loss": (evaluated["losses"], expected["losses"])}
-        for name in result.network.param_names:
-            pairs[f"grad:{name}"] = (evaluated["grads"][name], expected["grads"][name])
-        for quantity, (actual, reference_series) in pairs.items():
-            comparisons.append(
-                _comparison(
-                    framework,
-                    result.reference,
-                    "synced",
-                    quantity,
-                    actual,
-                    reference_series,
-                    rule.for_series(reference_series),
-                    dtype,
-                    gating=True,
-                )
-            )
-    return comparisons
-
-
-def first_nonfinite_step(trajectory) -> int | None:
-    """The first weight state ``k`` whose loss, weights or gradient hold a NaN or an infinity."""
-    bad = ~np.isfinite(trajectory.losses)
-    for series in trajectory.weights.values():
-        bad |= ~np.isfinite(series).reshape(len(series), -1).all(axis=1)
-    for series in trajectory.grads.values():
-        bad[:-1] |= ~np.isfinite(series).reshape(len(series), -1).all(axis=1)
-    found = np.flatnonzero(bad)
-    return int(found[0]) if found.size else None
-
-
-def nonfinite_facts(result: RunResult) -> dict[str, object]:
-    """Per framework the first step that produced NaN/Inf, and whether all agree on it."""
-    steps = {name: first_nonfinite_step(run.trajectory) for name, run in result.runs.items()}
-    return {"first_nonfinite_step": steps, "agree": len(set(steps.values())) == 1}
 
 
 def top1_margins(outputs: np.ndarray) -> np.ndarray:
@@ -380,37 +382,38 @@ def top1_margins(outputs: np.ndarray) -> np.ndarray:
     return ordered[..., -1] - ordered[..., -2]
 
 
-def near_tie_rows(outputs: np.ndarray, tolerance: Tolerance) -> np.ndarray:
-    """``(rows,)``: rows whose top-1 margin is within what the tolerance accepts as rounding.
-
-    Two outputs each allowed ``atol + rtol * |b|`` of error can swap order when they are
-    closer than twice that: on such a row the class is decided by rounding, not by the model.
-    """
+def near_tie_rows(outputs: np.ndarray, rule: tolerances.Rule) -> np.ndarray:
+    """``(rows,)``: rows whose top-1 margin is within what ``rule`` accepts as rounding."""
     outputs = np.asarray(outputs, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        allowed = tolerance.atol + tolerance.rtol * np.abs(outputs).max(axis=-1)
-        return top1_margins(outputs) <= 2 * allowed
+        scale = np.abs(outputs).max(axis=-1)
+        return top1_margins(outputs) <= tolerances.near_tie_margin(scale, rule)
 
 
 def near_tie_facts(
-    result: RunResult, tolerance: Tolerance | None = None
+    reference: str, outputs: dict[str, np.ndarray], rule: tolerances.Rule
 ) -> dict[str, dict[str, object]]:
     """Per framework: its smallest test top-1 margin and every test row whose class differs
     from the reference's, each flagged ``near_tie`` (``near_tie_rows`` of the reference's
-    outputs; ``tolerance`` defaults to the dtype's independent one)."""
-    reference = result.runs[result.reference].test_outputs
-    reference_classes = np.argmax(reference, axis=-1)
-    reference_margins = top1_margins(reference)
-    ties = near_tie_rows(reference, tolerance or TOLERANCES[result.recipe.dtype])
+    outputs under ``rule``).
+
+    Args:
+        reference: The reference framework.
+        outputs: Framework -> its trained model's test outputs ``(rows, outputs)``.
+        rule: The independent rule, which decides what a near tie is.
+    """
+    expected = outputs[reference]
+    reference_classes = np.argmax(expected, axis=-1)
+    reference_margins = top1_margins(expected)
+    ties = near_tie_rows(expected, rule)
     facts = {}
-    for name, run in result.runs.items():
-        classes = np.argmax(run.test_outputs, axis=-1)
-        margins = top1_margins(run.test_outputs)
-        with np.errstate(invalid="ignore"):
-            difference = np.abs(run.test_outputs - reference).max(axis=-1)
+    for name, actual in outputs.items():
+        classes = np.argmax(actual, axis=-1)
+        margins = top1_margins(actual)
+        difference = absolute_error(actual, expected).max(axis=-1, initial=0.0)
         rows = np.flatnonzero(classes != reference_classes)
         finite = np.where(np.isfinite(margins), margins, np.inf)
-        smallest = int(np.argmin(finite)) if finite.size and np.isfinite(finite).any() else None
+        smallest = int(np.argmin(finite)) if np.isfinite(finite).any() else None
         facts[name] = {
             "smallest_margin": None if smallest is None else float(margins[smallest]),
             "smallest_margin_row": smallest,
@@ -429,6 +432,27 @@ def near_tie_facts(
     return facts
 
 
+def environment_changes(readings: dict[str, list[tuple[str, dict]]]) -> list[str]:
+    """One line per precision switch whose reading differs from the framework's first one.
+
+    Args:
+        readings: Framework -> ``(when, switches)`` in the order they were read.
+    """
+    changes = []
+    for name, series in readings.items():
+        if not series:
+            continue
+        _, first = series[0]
+        for when, state in series[1:]:
+            for key in sorted(set(first) | set(state)):
+                if first.get(key) != state.get(key):
+                    changes.append(
+                        f"{name}: {key} was {first.get(key)!r} at the start, "
+                        f"{state.get(key)!r} {when}"
+                    )
+    return changes
+
+
 @dataclass
 class PrecisionFacts:
     """What decides and explains the numbers of one run, beyond the per-quantity comparisons.
@@ -436,11 +460,11 @@ class PrecisionFacts:
     Attributes:
         mode: ``"independent"``, ``"synced"`` or ``"both"``.
         dtype: The compute dtype.
-        nonfinite: ``nonfinite_facts``.
-        near_ties: ``near_tie_facts``.
-        environment: Framework -> its precision switches as training began.
+        nonfinite: ``nonfinite_facts`` of the frameworks that trained.
+        near_ties: ``near_tie_facts`` (empty when no framework but the reference trained).
+        environment: Framework -> its precision switches at the start.
         environment_changes: One line per switch that changed during the run (empty: none).
-        oracles: Framework -> the oracle records (``compare.oracle.check_points``).
+        oracles: Framework -> its ``compare.oracle.OracleResult`` list.
     """
 
     mode: str
@@ -449,59 +473,19 @@ class PrecisionFacts:
     near_ties: dict[str, dict[str, object]]
     environment: dict[str, dict[str, object]]
     environment_changes: list[str]
-    oracles: dict[str, list[dict[str, object]]]
+    oracles: dict[str, list] = field(default_factory=dict)
 
     @property
-    def failed_oracles(self) -> list[tuple[str, dict[str, object]]]:
-        """``(framework, record)`` of every oracle check that failed."""
+    def failed_oracles(self) -> list[tuple[str, object]]:
+        """``(framework, result)`` of every oracle check that failed."""
         return [
-            (name, record)
-            for name, records in self.oracles.items()
-            for record in records
-            if not record["passed"]
+            (name, result)
+            for name, results in self.oracles.items()
+            for result in results
+            if not result.passed
         ]
 
     @property
     def passed(self) -> bool:
         """Every oracle passed and no precision switch changed during the run."""
         return not self.failed_oracles and not self.environment_changes
-
-
-def precision_facts(
-    result: RunResult,
-    synced: dict[str, dict] | None,
-    mode: str,
-    tolerance: Tolerance | None = None,
-) -> PrecisionFacts:
-    """Gather non-finite steps, near ties, precision switches and oracles of one run.
-
-    The switches are read in every worker before and after each job; any difference between
-    those readings (within a job, or between the training and the synced job of the same
-    framework) is a change during the run. ``tolerance`` (the independent one) decides which
-    test rows are near-ties.
-    """
-    environment, changes = {}, []
-    for name, run in result.runs.items():
-        readings = {"training": run.trajectory.precision}
-        if synced is not None:
-            readings["synced evaluation"] = synced[name]["precision"]
-        first = run.trajectory.precision.get("before", {})
-        environment[name] = first
-        for job, reading in readings.items():
-            for when in ("before", "after"):
-                state = reading.get(when, {})
-                for key in sorted(set(first) | set(state)):
-                    if first.get(key) != state.get(key):
-                        changes.append(
-                            f"{name}: {key} was {first.get(key)!r} when training began, "
-                            f"{state.get(key)!r} {when} the {job}"
-                        )
-    return PrecisionFacts(
-        mode=mode,
-        dtype=result.recipe.dtype,
-        nonfinite=nonfinite_facts(result),
-        near_ties=near_tie_facts(result, tolerance),
-        environment=environment,
-        environment_changes=changes,
-        oracles={} if synced is None else {n: s["oracles"] for n, s in synced.items()},
-    )

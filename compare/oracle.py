@@ -1,90 +1,150 @@
-"""Gradient oracles that need no framework to be right: finite differences and the Taylor test.
+"""Gradient oracles that need no second framework: the Taylor test and each library's own
+finite-difference checker, with thresholds that follow the error of the finite difference.
 
 Comparing frameworks with each other cannot catch a mistake they share. These checks judge each
-framework's gradient against its own loss alone, in float64:
+framework's gradient against its own loss, in float64, at a few of the reference's states:
 
-* **Finite differences, with each library's own checker**: ``scipy.optimize.check_grad`` for
-  the NumPy implementation (its hand-written backward pass against forward differences of its
-  loss), ``torch.autograd.gradcheck`` for PyTorch and ``jax.test_util.check_grads`` for JAX
-  (both central differences of the framework's own forward pass).
-* **The Taylor remainder test**, free of any step size to tune: for a correct gradient ``g``,
-  ``r(h) = |L(w + h v) - L(w) - h <g, v>|`` is ``O(h^2)``, so halving ``h`` divides ``r`` by
-  four; a wrong gradient leaves an ``O(h)`` term and the observed order drops to 1.
+* **The Taylor remainder test**, through the implementation's ``loss_and_grads``: for a correct
+  gradient ``g``, ``r(h) = |L(w + h v) - L(w) - h <g, v>|`` shrinks like ``h^2`` (or faster,
+  ``h^3``, where the loss has no curvature along ``v``); a wrong gradient leaves an ``O(h)`` term
+  and the observed order drops to 1. Remainders within the rounding floor of the loss are not
+  used (``compare.tolerances.TAYLOR_NOISE_ROUNDINGS``); with fewer than two usable steps the
+  test is inconclusive, reported and not a failure.
+* **Each library's finite-difference checker**, through the implementation's optional
+  ``gradient_check`` (``scipy.optimize.check_grad``, ``torch.autograd.gradcheck``,
+  ``jax.test_util.check_grads``). This module chooses the step and the threshold: the loss's
+  largest curvature is estimated by power iteration on finite differences of the gradient, the
+  step balances truncation against rounding, and the threshold is a safety factor times the
+  error that step implies (``compare.tolerances.finite_difference_plan``). Both are recorded.
 
-This module runs where the framework lives: inside ``compare.worker`` (or the harness's own
-process with ``--in-process``). torch and JAX are imported only inside the functions that use
-them, so importing this module imports neither.
+This module runs where the framework lives, inside ``compare.worker``; it imports no framework
+(each implementation imports its own checker).
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
+from dataclasses import dataclass, field
 from types import ModuleType
 
 import numpy as np
 
 from compare import tolerances
-from implementations.contract import Network, Params
+from implementations.contract import Params, Problem, grad_quantity
 
 #: Step sizes of the Taylor test: ``TAYLOR_FIRST_STEP`` halved ``TAYLOR_HALVINGS`` times.
 TAYLOR_FIRST_STEP = 1e-2
 TAYLOR_HALVINGS = 12
 
+#: Power iterations for the curvature estimate, and the step of their gradient differences
+#: (central differences: error ``step^2`` times the third derivative, far below the estimate).
+CURVATURE_ITERATIONS = 4
+CURVATURE_STEP = 1e-4
+
+#: States the oracles check: the initial state and this many more spread over the run.
+ORACLE_STATES = 4
+
 EPS64 = float(np.finfo(np.float64).eps)
 
 
-def _flatten(net: Network, params: Params) -> np.ndarray:
+@dataclass(frozen=True)
+class OracleResult:
+    """One oracle check of one framework's gradient at one of the reference's states.
+
+    Attributes:
+        framework: The framework checked.
+        checker: ``"taylor"`` or the library checker's name.
+        state: The training state ``k`` whose (reference) parameters were checked.
+        step: The finite-difference step (``None`` for the Taylor test).
+        threshold: The largest error that passes: the finite-difference bound, or for the
+            Taylor test the smallest accepted order.
+        error: The checker's error (the observed order for the Taylor test), or ``None``.
+        passed: Whether the gradient passed.
+        inconclusive: The Taylor test found too few steps above the rounding floor.
+        detail: The checker's own line, if any.
+        facts: Supporting numbers (orders and remainders; curvature, truncation, rounding).
+    """
+
+    framework: str
+    checker: str
+    state: int
+    step: float | None
+    threshold: float
+    error: float | None
+    passed: bool
+    inconclusive: bool = False
+    detail: str = ""
+    facts: dict[str, object] = field(default_factory=dict)
+
+
+def _sizes(problem: Problem) -> dict[str, tuple[int, ...]]:
+    return problem.network.param_shapes
+
+
+def flatten(problem: Problem, params: Params) -> np.ndarray:
+    """Parameters without a point axis -> one float64 vector, layer by layer."""
     return np.concatenate(
-        [np.asarray(params[name], np.float64).ravel() for name in net.param_names]
+        [np.asarray(params[name], np.float64).ravel() for name in problem.network.param_names]
     )
 
 
-def _unflatten(net: Network, flat: np.ndarray) -> dict[str, np.ndarray]:
+def unflatten(problem: Problem, flat: np.ndarray) -> dict[str, np.ndarray]:
+    """One vector (or ``(P, size)`` vectors) -> parameters (with a point axis if given one)."""
+    flat = np.asarray(flat, dtype=np.float64)
+    lead = flat.shape[:-1]
     params, offset = {}, 0
-    for name, shape in net.param_shapes.items():
-        size = shape[0] * shape[1]
-        params[name] = flat[offset : offset + size].reshape(shape)
+    for name, shape in _sizes(problem).items():
+        size = math.prod(shape)
+        params[name] = flat[..., offset : offset + size].reshape(*lead, *shape)
         offset += size
     return params
 
 
-def direction(net: Network) -> dict[str, np.ndarray]:
-    """A fixed unit direction in weight space for the Taylor test.
+def direction(problem: Problem) -> np.ndarray:
+    """A fixed unit direction in parameter space for the Taylor test.
 
-    Deterministic (``cos(1), cos(2), ...``, normalised) rather than random: the frameworks and
-    their checks draw no random numbers (``compare.weights`` is the only place that does), and
-    any direction with a nonzero gradient component shows the order.
+    Deterministic (``cos(1), cos(2), ...``, normalised) rather than random: nothing in a check
+    draws random numbers but the recipe, and any direction with a gradient component shows the
+    order.
     """
-    size = sum(a * b for a, b in net.param_shapes.values())
-    flat = np.cos(np.arange(1.0, size + 1.0))
-    return _unflatten(net, flat / np.linalg.norm(flat))
+    flat = np.cos(np.arange(1.0, problem.network.size + 1.0))
+    return flat / np.linalg.norm(flat)
+
+
+def _evaluate(module: ModuleType, problem: Problem, points: np.ndarray, X, Y):
+    """Loss ``(P,)`` and flat gradients ``(P, size)`` at ``points`` ``(P, size)``."""
+    losses, grads = module.loss_and_grads(problem, unflatten(problem, points), X, Y)
+    flat = np.concatenate(
+        [
+            np.asarray(grads[grad_quantity(name)], np.float64).reshape(len(points), -1)
+            for name in problem.network.param_names
+        ],
+        axis=1,
+    )
+    return np.asarray(losses, dtype=np.float64), flat
 
 
 def taylor_test(
-    module: ModuleType, net: Network, params: Params, X: np.ndarray, Y: np.ndarray
+    module: ModuleType, problem: Problem, params: Params, X: np.ndarray, Y: np.ndarray
 ) -> dict[str, object]:
     """Observed order of the Taylor remainder of ``module``'s loss and gradient at ``params``.
 
     All points ``w + h v`` are evaluated in one batched ``loss_and_grads`` call, in float64.
 
     Returns:
-        ``{"check": "taylor", "steps": [h...], "remainders": [r(h)...], "orders": [...],
-        "observed_order": ..., "inconclusive": ..., "passed": ...}``: the observed order is
-        the median of the orders of the three smallest steps whose remainder is above the
-        rounding noise of the loss; with fewer than two such steps the test is inconclusive
-        (reported, and not a failure). Passed: ``|order - 2| <= TAYLOR_ORDER_TOLERANCE``.
+        ``{"steps", "remainders", "orders", "observed_order", "inconclusive", "passed",
+        "loss", "largest_gradient"}``: the observed order is the median of the orders of the three
+        smallest steps whose remainder is above the rounding floor of the loss; passed when it
+        is at least ``2 - TAYLOR_ORDER_TOLERANCE`` (no upper bound: a remainder that shrinks
+        faster than ``h^2`` is a loss without curvature along ``v``, not a wrong gradient).
     """
-    v = direction(net)
+    problem64 = dataclasses.replace(problem, dtype="float64")
+    w = flatten(problem, params)
+    v = direction(problem)
     hs = TAYLOR_FIRST_STEP * 0.5 ** np.arange(TAYLOR_HALVINGS + 1)
-    batch = {
-        name: np.concatenate(
-            [np.asarray(params[name], np.float64)[None], params[name] + hs[:, None, None] * v[name]]
-        )
-        for name in net.param_names
-    }
-    losses, grads = module.loss_and_grads(net, batch, X, Y, "float64")
-    slope = sum(float(np.sum(grads[name][0] * v[name])) for name in net.param_names)
+    losses, grads = _evaluate(module, problem64, np.vstack([w, w + hs[:, None] * v]), X, Y)
+    slope = float(grads[0] @ v)
     remainders = np.abs(losses[1:] - losses[0] - hs * slope)
     with np.errstate(divide="ignore", invalid="ignore"):
         orders = np.log2(remainders[:-1] / remainders[1:])
@@ -92,152 +152,115 @@ def taylor_test(
         # saturated network has almost no gradient or curvature left to measure).
         floor = tolerances.TAYLOR_NOISE_ROUNDINGS * EPS64 * abs(float(losses[0]))
         usable = np.isfinite(orders) & (remainders[1:] > floor)
-    # The asymptotic order is that of the smallest steps still above the noise.
     smallest = orders[usable][-3:]
     observed = float(np.median(smallest)) if smallest.size >= 2 else math.nan
+    inconclusive = math.isnan(observed) or not np.isfinite(losses[0])
     return {
-        "check": "taylor",
         "steps": [float(h) for h in hs],
         "remainders": [float(r) for r in remainders],
         "orders": [float(o) for o in orders],
         "observed_order": observed,
-        "inconclusive": bool(math.isnan(observed)),
-        "passed": bool(
-            math.isnan(observed) or abs(observed - 2.0) <= tolerances.TAYLOR_ORDER_TOLERANCE
-        ),
+        "inconclusive": bool(inconclusive),
+        "passed": bool(inconclusive or observed >= 2.0 - tolerances.TAYLOR_ORDER_TOLERANCE),
+        "loss": float(losses[0]),
+        "largest_gradient": float(np.max(np.abs(grads[0]), initial=0.0)),
     }
 
 
-def _scipy_check(module, net, params, X, Y) -> dict[str, object]:
-    from scipy.optimize import check_grad
+def curvature(module: ModuleType, problem: Problem, params: Params, X, Y) -> float:
+    """An estimate of the loss's largest curvature (the Hessian's spectral norm) at ``params``.
 
-    def loss(flat: np.ndarray) -> float:
-        batch = {k: w[None] for k, w in _unflatten(net, flat).items()}
-        return float(module.loss_and_grads(net, batch, X, Y, "float64")[0][0])
-
-    def gradient(flat: np.ndarray) -> np.ndarray:
-        batch = {k: w[None] for k, w in _unflatten(net, flat).items()}
-        grads = module.loss_and_grads(net, batch, X, Y, "float64")[1]
-        return _flatten(net, {k: g[0] for k, g in grads.items()})
-
-    flat = _flatten(net, params)
-    error = check_grad(loss, gradient, flat, epsilon=tolerances.FINITE_DIFFERENCE_STEP)
-    norm = float(np.linalg.norm(gradient(flat)))
-    allowed = tolerances.FINITE_DIFFERENCE_ATOL + tolerances.FINITE_DIFFERENCE_RTOL * norm
-    return {
-        "check": "scipy.optimize.check_grad",
-        "error": float(error),
-        "gradient_norm": norm,
-        "passed": bool(error <= allowed),
-    }
-
-
-def _torch_check(module, net, params, X, Y) -> dict[str, object]:
-    import torch
-
-    X_t = torch.as_tensor(np.asarray(X), dtype=torch.float64)
-    Y_t = torch.as_tensor(np.asarray(Y), dtype=torch.float64)
-    inputs = tuple(
-        torch.tensor(np.asarray(params[name]), dtype=torch.float64, requires_grad=True)
-        for name in net.param_names
-    )
-
-    def loss(*weights: torch.Tensor) -> torch.Tensor:
-        return module.loss(module.forward(net, list(weights), X_t), Y_t)
-
-    passed = torch.autograd.gradcheck(
-        loss,
-        inputs,
-        eps=tolerances.FINITE_DIFFERENCE_STEP,
-        atol=tolerances.FINITE_DIFFERENCE_ATOL,
-        rtol=tolerances.FINITE_DIFFERENCE_RTOL,
-        raise_exception=False,
-    )
-    return {"check": "torch.autograd.gradcheck", "error": None, "passed": bool(passed)}
-
-
-@functools.cache
-def _jitted_jax_loss(forward, loss, net: Network):
-    """The loss as one jitted function per implementation and network.
-
-    The checker evaluates the loss many times at every sampled point; compiled once and reused
-    it is compiled once, not at every point (measured: 1.9 s to 1.2 s for 4 points).
+    Power iteration: ``H v`` by central differences of the gradient, ``CURVATURE_ITERATIONS``
+    times from the Taylor direction. It bounds every coordinate's second derivative from below
+    after a few iterations, which is why the threshold carries a safety factor.
     """
-    import jax
-
-    return jax.jit(lambda weights, X, Y: loss(forward(net, weights, X), Y))
-
-
-def _jax_check(module, net, params, X, Y) -> dict[str, object]:
-    import jax.numpy as jnp
-    from jax.test_util import check_grads
-
-    X_j = jnp.asarray(np.asarray(X), dtype=jnp.float64)
-    Y_j = jnp.asarray(np.asarray(Y), dtype=jnp.float64)
-    point = {name: jnp.asarray(np.asarray(params[name]), jnp.float64) for name in net.param_names}
-
-    try:
-        check_grads(
-            functools.partial(_jitted_jax_loss(module.forward, module.loss, net), X=X_j, Y=Y_j),
-            (point,),
-            order=1,
-            modes=("rev",),
-            eps=tolerances.FINITE_DIFFERENCE_STEP,
-            atol=tolerances.FINITE_DIFFERENCE_ATOL,
-            rtol=tolerances.FINITE_DIFFERENCE_RTOL,
-        )
-    except AssertionError as failure:
-        detail = next((line for line in str(failure).splitlines() if line.strip()), "")
-        return {
-            "check": "jax.test_util.check_grads",
-            "error": None,
-            "passed": False,
-            "detail": detail,
-        }
-    return {"check": "jax.test_util.check_grads", "error": None, "passed": True}
+    problem64 = dataclasses.replace(problem, dtype="float64")
+    w = flatten(problem, params)
+    v = direction(problem)
+    largest = 0.0
+    for _ in range(CURVATURE_ITERATIONS):
+        points = np.vstack([w + CURVATURE_STEP * v, w - CURVATURE_STEP * v])
+        _, grads = _evaluate(module, problem64, points, X, Y)
+        hv = (grads[0] - grads[1]) / (2 * CURVATURE_STEP)
+        norm = float(np.linalg.norm(hv))
+        if not math.isfinite(norm) or norm == 0:
+            break
+        largest = max(largest, norm)
+        v = hv / norm
+    return largest
 
 
-#: Registry name -> the finite-difference check written with that library's own checker.
-FINITE_DIFFERENCE_CHECKS = {"numpy": _scipy_check, "torch": _torch_check, "jax": _jax_check}
-
-
-def check_points(
-    name: str,
+def check(
+    framework: str,
     module: ModuleType,
-    net: Network,
-    points: dict[int, Params],
+    problem: Problem,
+    state: int,
+    params: Params,
     X: np.ndarray,
     Y: np.ndarray,
-) -> list[dict[str, object]]:
-    """Run the finite-difference check of framework ``name`` and the Taylor test at each point.
+) -> list[OracleResult]:
+    """The Taylor test and, if the implementation has one, its library's finite-difference
+    check, at ``params`` (one point, no point axis).
 
     Args:
-        name: Registry name; picks the library checker (the Taylor test serves any framework).
-        module: The implementation (anything meeting the contract).
-        net: The network.
-        points: Step -> the weights at that step (the reference's).
+        framework: The framework's name (for the results).
+        module: The implementation.
+        problem: The problem (its dtype is ignored: oracles run in float64).
+        state: The training state the parameters come from.
+        params: Parameter name -> array, no point axis.
         X: Training inputs.
         Y: Training targets.
-
-    Returns:
-        One record per check and point, each with ``"step"`` and ``"passed"``.
     """
-    checker = FINITE_DIFFERENCE_CHECKS.get(name)
-    records = []
-    for step, params in points.items():
-        if checker is not None:
-            records.append({"step": step, **checker(module, net, params, X, Y)})
-        records.append({"step": step, **taylor_test(module, net, params, X, Y)})
-    return records
-
-
-def sample_steps(weights: dict[str, np.ndarray], count: int = 4) -> list[int]:
-    """The initial state and ``count - 1`` more spread over a trajectory, finite ones only."""
-    states = len(next(iter(weights.values())))
-    spread = (round(i * (states - 1) / (count - 1)) for i in range(count)) if count > 1 else ()
-    candidates = sorted({0, *spread})
-    return [
-        step
-        for step in candidates
-        if all(np.isfinite(series[step]).all() for series in weights.values())
+    taylor = taylor_test(module, problem, params, X, Y)
+    results = [
+        OracleResult(
+            framework=framework,
+            checker="taylor",
+            state=state,
+            step=None,
+            threshold=2.0 - tolerances.TAYLOR_ORDER_TOLERANCE,
+            error=None if math.isnan(taylor["observed_order"]) else taylor["observed_order"],
+            passed=taylor["passed"],
+            inconclusive=taylor["inconclusive"],
+            facts={k: taylor[k] for k in ("steps", "remainders", "orders")},
+        )
     ]
+    gradient_check = getattr(module, "gradient_check", None)
+    if gradient_check is None or not math.isfinite(taylor["loss"]):
+        return results
+    kappa = curvature(module, problem, params, X, Y)
+    terms = int(np.size(Y))
+    plan = tolerances.finite_difference_plan(taylor["loss"], kappa, terms)
+    problem64 = dataclasses.replace(problem, dtype="float64")
+    found = gradient_check(
+        problem64, params, X, Y, step=plan["step"], atol=plan["atol"], rtol=plan["rtol"]
+    )
+    largest = taylor["largest_gradient"]
+    error = found.get("error")
+    results.append(
+        OracleResult(
+            framework=framework,
+            checker=str(found["checker"]),
+            state=state,
+            step=plan["step"],
+            threshold=plan["atol"] + plan["rtol"] * largest,
+            error=None if error is None else float(error),
+            passed=bool(found["passed"]),
+            detail=str(found.get("detail", "")),
+            facts={
+                "atol": plan["atol"],
+                "rtol": plan["rtol"],
+                "curvature": kappa,
+                "truncation": plan["truncation"],
+                "rounding": plan["rounding"],
+            },
+        )
+    )
+    return results
+
+
+def states_to_check(steps: int, record_every: int = 1, count: int = ORACLE_STATES) -> list[int]:
+    """The initial state and ``count - 1`` more spread over the run, each one that is kept."""
+    spread = {round(i * steps / (count - 1)) for i in range(count)} if count > 1 else {0}
+    chosen = {s if s == steps else s - s % record_every for s in spread}
+    return sorted(chosen)

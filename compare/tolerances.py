@@ -1,50 +1,96 @@
-"""Every tolerance crosscheck judges by, per dtype and per comparison mode, with its reasoning.
+"""Every tolerance crosscheck judges by, per dtype and per comparison, with its reasoning.
 
 Two values agree when ``|a - b| <= atol + rtol * |b|``, ``b`` the reference's value: the
-convention of ``numpy.testing.assert_allclose`` and ``torch.testing.assert_close``, with rtol and
-atol set together. Every default below is derived from the dtype's machine epsilon ``eps`` (the
-gap between 1 and the next representable number: 2.2e-16 in float64, 1.2e-7 in float32,
-9.8e-4 in float16, 7.8e-3 in bfloat16), so one rule serves every dtype.
+convention of ``numpy.testing.assert_allclose`` and ``torch.testing.assert_close``. Every default
+below derives from the dtype's machine epsilon ``eps`` (the gap between 1 and the next number:
+2.2e-16 in float64, 1.2e-7 in float32, 9.8e-4 in float16, 7.8e-3 in bfloat16) and its smallest
+normal number ``tiny`` (2.2e-308, 1.2e-38, 6.1e-5, 1.2e-38), so one rule serves every dtype.
 
-**Synced mode** (every framework evaluates the loss and gradients at the *same* parameters, the
-reference's, so nothing has accumulated): two correct implementations then differ only by the
-rounding of one forward and one backward pass. Each gradient element is a sum over the ``n``
-training rows, and rounding errors in such a sum grow like ``sqrt(n) * eps`` relative to the
-sum of the magnitudes of its terms (the probabilistic bound; the worst case is ``n * eps``):
+**No tolerance below what the dtype represents.** Below ``tiny`` a dtype has no relative
+precision left (its subnormal numbers are evenly spaced), and XLA and some torch kernels flush
+subnormal results to zero while NumPy keeps them. So every atol is at least ``tiny``: a subnormal
+value that one framework flushed to zero agrees, and ``compare.agreement`` counts such elements
+(``Comparison.flushed``) so the report can say so. This applies to a user's ``--atol`` too.
 
-* ``rtol = 8 * sqrt(n) * eps``. The factor 8 covers the few roundings per element before the
-  sum (the matmul, the sigmoid and its derivative, the loss derivative). On the reference recipe
-  (n = 130) that is 1.1e-5 in float32 and 2.0e-14 in float64; the measured worst element-wise
-  disagreement, scaled as below, is 22 eps in float32 (2.6e-6), five times inside. It is
-  capped at the independent mode's ``sqrt(eps)``: in float16 and bfloat16 the formula would
-  pass a 70% error, while every framework sums those types in float32 and rounds once (the
-  NumPy implementation too, as torch's and XLA's CPU kernels do), so their one-step errors are
-  a few ULPs of the dtype.
-* ``atol = rtol * max|b|``, the quantity's largest reference magnitude over every step. A
-  gradient element that passes through zero is the small difference of large terms, so its
-  rounding error is set by the size of those terms, not by its own tiny value (measured: errors
-  of 1.5e-8 on float32 elements of 1e-5, a relative error of 1e-3 that is pure cancellation).
-  Judging it against the quantity's scale is the normwise error bound that numerical analysis
-  uses for sums; it still catches a 1% error in the smallest gradient of the run.
+A flushed *intermediate* moves what is computed from it. A gradient element is a sum over the
+batch's rows of the layer's input times the backpropagated ``delta``; where ``delta`` is
+subnormal (saturated sigmoids on unscaled data: wine, breast_cancer) and one framework flushes
+it, the element moves by up to ``tiny`` per row times the row's input (measured: 4.5e-38 on
+wine in float32, whose features reach 1680, against a ``tiny`` of 1.2e-38). So a gradient's
+floor is ``flush_floor``: the flushing precision's ``tiny`` times the rows, the largest input
+(at least 1: a hidden layer's input is an activation) and, per layer the delta passes back
+through, the largest width. In float32 on wine that is 3e-33, thirty orders below a gradient
+that moves a weight. Flushing happens in the precision the CPU computes in, which is float32
+for float16 and bfloat16 too (``FLUSH_TINY``), so the floor stays invisible there.
 
-**Independent mode** (each framework follows its own trajectory): rounding differences are fed
-back into the weights at every step and training amplifies them, so the tolerance must be
-loose: ``rtol = sqrt(eps)`` (half the digits) and ``atol = rtol * 1e-3``, which lets values a
-thousand times below the O(1) scale of this problem's losses, weights and outputs be judged
-absolutely. A wrong formula moves the leading digits (a missing sigmoid factor changes a
-gradient by 100%) and still fails. In float64 the amplified rounding stays far inside half the
-digits (observed on the reference recipe: 2e-12 relative at worst), so per-step drift is a
-reliable failure signal there. In float32 it is not: on the reference recipe the weights
-already differ by up to 3.1e-4 relative (2.2e-2 on elements near zero, inside only thanks to
-atol), against sqrt(eps) = 3.45e-4, and longer or less well-conditioned runs cross it. That is why
-``both`` mode judges float32 (and half precision) trajectories by the synced gradients and the
-final test predictions, and only *reports* per-step drift (see ``drift_is_verdict``).
+**Synced mode, at the reference's state k** (loss, gradients, correct count): every framework
+computes from the *same* state, so two correct implementations differ only by the rounding of
+one forward and one backward pass. A gradient element is a sum over the batch's ``n`` rows, and
+the rounding error of such a sum grows like ``sqrt(n) * eps`` relative to the sum of its terms'
+magnitudes (the probabilistic bound; the worst case is ``n * eps``):
 
-Class predictions and accuracies are compared exactly (``EXACT``): they are what a user sees.
+* ``rtol = 8 * sqrt(max(n, 16)) * eps``. The factor 8 covers the few roundings per term before
+  the sum (the matmul, the activation and its derivative, the loss derivative). The floor of 16
+  terms is the small-sum floor: with one training row the row sum is no sum at all, yet every
+  element of a hidden layer's gradient is still a sum over the next layer's units and a chain of
+  a dozen roundings (measured: torch and NumPy differ by 2.3e-17 on a one-row grad:W1 whose
+  unfloored tolerance was 1.8e-17). On the tutorial (n = 130) rtol is 1.1e-5 in float32 and
+  2.0e-14 in float64; the measured worst disagreement is five times inside. rtol is capped at
+  ``sqrt(eps)``, the independent mode's: in float16 and bfloat16 the formula would pass a 70%
+  error, while every framework sums those types in float32 and rounds once, so their one-step
+  errors are a few units of the dtype.
+* ``atol = rtol * m_k``, ``m_k`` the *running maximum* of the quantity's reference magnitude over
+  states ``0..k``. A gradient element that passes through zero is the small difference of large
+  terms, so its rounding error is set by the size of those terms, not by its own tiny value
+  (measured: errors of 1.5e-8 on float32 elements of 1e-5, pure cancellation). The terms are not
+  recorded, but the quantity's own largest magnitude so far is a lower estimate of their scale:
+  as training converges the gradient shrinks by cancellation while the per-row terms stay as
+  large as they were. The maximum is causal (states up to ``k`` only) so that the verdict on
+  state ``k`` is final as soon as ``k`` arrives, which streaming needs; at the end of a run it
+  equals the whole-series maximum that a stored run would use, so it never judges later states
+  more strictly than that, and it judges states before a later peak more strictly, not less.
 
-``--rtol`` and ``--atol`` override the defaults; given ``--rtol`` alone, atol follows it by the
-same rule as the default (``rtol * max|b|`` in synced mode, ``rtol * 1e-3`` in independent
-mode), so a tighter rtol is not silently undone by a default atol.
+**Synced mode, the state after the step** (parameters and optimizer state at ``k + 1``, from the
+reference's state ``k``): the update propagates whatever the gradient was allowed to differ by,
+``tau = atol_k + rtol * |g|`` per element, and adds a few roundings of its own. The allowance per
+element is derived from the optimizer's formula (``update_allowance``):
+
+* SGD: ``p - lr * g`` moves by ``lr * tau``; momentum adds ``mu`` times the buffer's error (the
+  buffer itself moves by ``(1 - dampening) * tau``, by ``tau`` at the first update).
+* Adam divides ``m_hat`` by ``sqrt(v_hat) + eps``. Where ``|g|`` is far above ``tau`` the update
+  is smooth in ``g`` and moves by its Lipschitz constant times ``tau`` (a small fraction of
+  ``lr``); where ``|g|`` is at the rounding-noise level the normalised update can change sign,
+  so it may move by up to twice its largest possible size (``lr`` at the first step). The
+  allowance is the smaller of the two bounds, element by element, so an element whose gradient
+  is rounding noise does not false-alarm, while a wrong learning rate, a skipped or stale
+  update, a wrong sign or a missing bias correction moves every other element by a multiple of
+  ``lr`` and fails at step 0 or 1.
+* Plus the step's own rounding: ``rtol = 2 * eps`` on the result (each implementation rounds
+  each new value once), and ``8 * eps`` times the magnitude of the update's terms (the change
+  ``|p_{k+1} - p_k|``; ``beta1 |m| + (1 - beta1) |g|`` for a buffer, ...): the update is a
+  handful of roundings (two in SGD, up to eight in Adam's normalised step), which two
+  implementations may order differently. Charging them to the update's size rather than the
+  weight's keeps half precision able to see a wrong update: a float16 weight of 0.5 has a
+  rounding unit of 5e-4, and an SGD step of 0.1 x 0.05 spans ten of them.
+
+**Independent mode** (each framework follows its own trajectory): rounding differences feed back
+into the weights at every step and training amplifies them, so ``rtol = sqrt(eps)`` (half the
+digits) and ``atol = rtol * 1e-3``, which judges values a thousand times below the O(1) scale of
+losses, weights and outputs absolutely. A wrong formula moves the leading digits and still fails.
+In float64 the amplified rounding stays far inside half the digits (2e-12 relative at worst on
+the tutorial), so per-state drift decides the verdict there. Below float64 it does not: in
+float32 the tutorial's weights already differ by 3.1e-4 relative against ``sqrt(eps)`` =
+3.45e-4, and longer runs cross it. So ``both`` mode judges float32 and half precision by the
+synced step and the trained model's test predictions, and only *reports* the drift
+(``drift_is_verdict``); test classes that differ only on near ties (``near_tie_margin``) while
+the test outputs agree are reported, not failed.
+
+Counts, classes and accuracies are compared exactly (``EXACT``); in synced mode below float64 the
+training rows' correct count is reported, not judged, because a training row on a near tie may
+flip with the rounding of one pass and its outputs are not recorded to tell (``synced_gates``).
+
+``rtol`` and ``atol`` given by the user override the defaults of the per-state comparisons; given
+``rtol`` alone, atol follows it by the same rule as the default.
 
 This module only computes numbers; it imports no framework.
 """
@@ -56,13 +102,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Machine epsilon of every dtype an implementation computes in. bfloat16 keeps 8 significant
-#: bits (NumPy has no ``finfo`` for it without ml_dtypes).
+from implementations.contract import Optimizer
+
+#: Machine epsilon of every dtype. bfloat16 keeps 8 significant bits (NumPy has no ``finfo``
+#: for it without ml_dtypes).
 EPS: dict[str, float] = {
     "float64": float(np.finfo(np.float64).eps),
     "float32": float(np.finfo(np.float32).eps),
     "float16": float(np.finfo(np.float16).eps),
     "bfloat16": 2.0**-7,
+}
+
+#: Smallest normal number of every dtype (bfloat16 has float32's exponent range).
+TINY: dict[str, float] = {
+    "float64": float(np.finfo(np.float64).tiny),
+    "float32": float(np.finfo(np.float32).tiny),
+    "float16": float(np.finfo(np.float16).tiny),
+    "bfloat16": float(np.finfo(np.float32).tiny),
+}
+
+#: The smallest normal number of the precision each dtype is computed in on a CPU, below which
+#: flush-to-zero (FTZ/DAZ) acts: float16 and bfloat16 are computed in float32 and rounded.
+FLUSH_TINY: dict[str, float] = {
+    "float64": TINY["float64"],
+    "float32": TINY["float32"],
+    "float16": TINY["float32"],
+    "bfloat16": TINY["float32"],
 }
 
 #: Significant bits (the implicit leading bit included) of every dtype, for errors in ULPs.
@@ -71,13 +136,22 @@ PRECISION_BITS: dict[str, int] = {"float64": 53, "float32": 24, "float16": 11, "
 #: Smallest normal exponent (``frexp`` convention, mantissa in [0.5, 1)), for ULPs near zero.
 MIN_EXPONENT: dict[str, int] = {"float64": -1021, "float32": -125, "float16": -13, "bfloat16": -125}
 
-#: Rounding steps per gradient element before its sum over rows (see the module docstring).
+#: Synced records: rounding steps per term before the sum over rows.
 SYNCED_SAFETY = 8.0
+
+#: Synced records: the small-sum floor on the number of terms (see the module docstring).
+SYNCED_MIN_TERMS = 16
+
+#: Synced next state: roundings of one update, times eps, times its terms' magnitude.
+UPDATE_ROUNDINGS = 8.0
+
+#: Synced next state: rtol in units of eps (each implementation rounds the result once).
+RESULT_ROUNDINGS = 2.0
 
 #: Independent mode: atol is this fraction of rtol (quantities here are of order one).
 INDEPENDENT_ATOL_SCALE = 1e-3
 
-#: Comparison modes, and the one ``crosscheck run`` uses by default.
+#: Comparison modes, and the one ``check`` uses by default.
 MODES = ("independent", "synced", "both")
 
 
@@ -89,65 +163,210 @@ class Tolerance:
     atol: float
 
 
-#: Class predictions and accuracies must match exactly: they are what the user sees.
+#: Class predictions, accuracies and counts must match exactly: they are what the user sees.
 EXACT = Tolerance(rtol=0.0, atol=0.0)
 
 
 @dataclass(frozen=True)
-class ToleranceRule:
-    """How one mode sets the tolerance of a quantity.
+class Rule:
+    """How a comparison sets its tolerance at each state.
+
+    ``atol_k = max(floor, atol + scale * m_k)``, ``m_k`` the running maximum of the reference's
+    finite magnitudes over states ``0..k`` (``scale == 0``: a fixed atol).
 
     Attributes:
         rtol: Relative tolerance.
-        atol: A fixed absolute tolerance, or ``None``: ``rtol`` times the largest finite
-            magnitude of the reference's series (the quantity's own scale).
+        atol: Fixed part of the absolute tolerance.
+        scale: Multiplies the running maximum (``rtol`` for the synced rule, else 0).
+        floor: The dtype's smallest normal number (0 for exact comparisons).
     """
 
     rtol: float
-    atol: float | None
+    atol: float
+    scale: float = 0.0
+    floor: float = 0.0
 
-    def for_series(self, expected: np.ndarray) -> Tolerance:
-        """The tolerance for one reference series."""
-        if self.atol is not None:
-            return Tolerance(self.rtol, self.atol)
-        magnitudes = np.abs(np.asarray(expected, dtype=np.float64))
-        finite = magnitudes[np.isfinite(magnitudes)]
-        scale = float(finite.max()) if finite.size else 0.0
-        return Tolerance(self.rtol, self.rtol * scale)
+    def atol_at(self, running_max: np.ndarray | float) -> np.ndarray:
+        """The absolute tolerance given the running maximum of each state."""
+        return np.maximum(self.floor, self.atol + self.scale * np.asarray(running_max, float))
 
-
-def independent(dtype: str, rtol: float | None = None, atol: float | None = None) -> ToleranceRule:
-    """Independent-mode rule: ``rtol = sqrt(eps)``, ``atol = rtol * 1e-3`` unless given."""
-    rtol = math.sqrt(EPS[dtype]) if rtol is None else rtol
-    return ToleranceRule(rtol, rtol * INDEPENDENT_ATOL_SCALE if atol is None else atol)
+    @property
+    def exact(self) -> bool:
+        """Nothing but identical values agree."""
+        return self.rtol == 0 and self.atol == 0 and self.scale == 0 and self.floor == 0
 
 
-def synced(
-    dtype: str, rows: int, rtol: float | None = None, atol: float | None = None
-) -> ToleranceRule:
-    """Synced-mode rule: ``rtol = min(8 sqrt(rows) eps, sqrt(eps))``, ``atol = rtol * max|b|``.
+EXACT_RULE = Rule(0.0, 0.0)
+
+
+def flush_floor(dtype: str, rows: int, input_scale: float, widths: tuple[int, ...]) -> float:
+    """The atol floor of a gradient: how far flushing subnormal intermediates can move it.
 
     Args:
         dtype: The compute dtype.
-        rows: Training rows: the length of the sum behind every gradient element.
-        rtol: Overrides the derived rtol.
+        rows: Rows of the largest batch (the terms of the sum).
+        input_scale: The largest ``|X|`` of the training inputs.
+        widths: The network's widths, input first.
+    """
+    layers = len(widths) - 1
+    envelope = float(max(widths)) ** max(layers - 1, 0)
+    return FLUSH_TINY[dtype] * rows * max(1.0, input_scale) * envelope
+
+
+def independent(dtype: str, rtol: float | None = None, atol: float | None = None) -> Rule:
+    """Independent mode: ``rtol = sqrt(eps)``, ``atol = rtol * 1e-3`` unless given."""
+    rtol = math.sqrt(EPS[dtype]) if rtol is None else rtol
+    atol = rtol * INDEPENDENT_ATOL_SCALE if atol is None else atol
+    return Rule(rtol, atol, 0.0, TINY[dtype])
+
+
+def synced_rtol(dtype: str, rows: int) -> float:
+    """``min(8 sqrt(max(rows, 16)) eps, sqrt(eps))``: one pass's rounding of a sum of ``rows``."""
+    eps = EPS[dtype]
+    return min(SYNCED_SAFETY * math.sqrt(max(rows, SYNCED_MIN_TERMS)) * eps, math.sqrt(eps))
+
+
+def synced(dtype: str, rows: int, rtol: float | None = None, atol: float | None = None) -> Rule:
+    """Synced mode at the reference's state: ``synced_rtol``, ``atol = rtol * m_k``.
+
+    Args:
+        dtype: The compute dtype.
+        rows: Rows of the largest batch: the length of the sum behind every gradient element.
+        rtol: Overrides the derived rtol (atol then follows it, scaled).
         atol: A fixed atol instead of the scaled one.
     """
-    if rtol is None:
-        eps = EPS[dtype]
-        rtol = min(SYNCED_SAFETY * math.sqrt(max(rows, 1)) * eps, math.sqrt(eps))
-    return ToleranceRule(rtol, atol)
+    rtol = synced_rtol(dtype, rows) if rtol is None else rtol
+    if atol is not None:
+        return Rule(rtol, atol, 0.0, TINY[dtype])
+    return Rule(rtol, 0.0, rtol, TINY[dtype])
+
+
+def next_state(dtype: str, rtol: float | None = None, atol: float | None = None) -> Rule:
+    """Synced mode after the step: ``rtol = 2 eps`` (or the user's), the fixed atol 0 (or the
+    user's), to which ``update_allowance`` adds its per-element allowance; floored at ``tiny``."""
+    rtol = RESULT_ROUNDINGS * EPS[dtype] if rtol is None else rtol
+    return Rule(rtol, 0.0 if atol is None else atol, 0.0, TINY[dtype])
+
+
+def update_allowance(
+    optimizer: Optimizer,
+    buffer: str,
+    dtype: str,
+    *,
+    grad: np.ndarray,
+    grad_allowed: np.ndarray,
+    param: np.ndarray,
+    change: np.ndarray,
+    count: np.ndarray | None,
+    buffers: dict[str, np.ndarray],
+) -> np.ndarray:
+    """How far one correct step may move an element of the next state, given the gradient's
+    allowed error and the step's own rounding (see the module docstring).
+
+    Args:
+        optimizer: The update rule.
+        buffer: ``"param"`` (the parameter), ``"momentum"``, ``"m"`` or ``"v"``.
+        dtype: The compute dtype.
+        grad: ``(n, ...)``: the reference's gradient at state ``k``.
+        grad_allowed: ``(n, ...)``: the gradient's tolerance per element, ``atol_k + rtol |g|``.
+        param: ``(n, ...)``: the parameter at state ``k``.
+        change: ``(n, ...)``: ``|reference's next value - its value at k|`` of this quantity.
+        count: ``(n,)``: ``state:step`` at ``k`` (updates already applied), or ``None`` (sgd).
+        buffers: The parameter's optimizer buffers at ``k`` (``"momentum"``, ``"m"``, ``"v"``).
+
+    Returns:
+        ``(n, ...)``: the allowed ``|a - b|`` per element, before the rtol and the floor.
+    """
+    eps = EPS[dtype]
+    lr, decay = optimizer.lr, optimizer.weight_decay
+    l2 = 0.0 if optimizer.name == "adamw" else decay
+    grad, param = np.abs(grad), np.abs(param)
+    # The gradient the rule uses, g + l2 p, carries the gradient's allowance and one rounding.
+    used = grad + l2 * param
+    tau = grad_allowed + eps * used
+    steps = _per_element(count, grad) if count is not None else None
+    if optimizer.name == "sgd":
+        return lr * tau + UPDATE_ROUNDINGS * eps * change
+    if optimizer.name == "momentum":
+        previous = np.abs(buffers["momentum"])
+        first = steps == 0  # torch copies the gradient into the buffer at the first update
+        buffer_error = np.where(first, tau, (1 - optimizer.dampening) * tau)
+        if buffer == "momentum":
+            terms = np.where(first, used, optimizer.momentum * previous + used)
+            return buffer_error + UPDATE_ROUNDINGS * eps * terms
+        moved = tau + optimizer.momentum * buffer_error if optimizer.nesterov else buffer_error
+        return lr * moved + UPDATE_ROUNDINGS * eps * change
+    beta1, beta2 = optimizer.beta1, optimizer.beta2
+    m0, v0 = np.abs(buffers["m"]), np.abs(buffers["v"])
+    if buffer == "m":
+        return (1 - beta1) * tau + UPDATE_ROUNDINGS * eps * (beta1 * m0 + (1 - beta1) * used)
+    if buffer == "v":
+        propagated = (1 - beta2) * (2 * used * tau + tau**2)
+        return propagated + UPDATE_ROUNDINGS * eps * (beta2 * v0 + (1 - beta2) * used**2)
+    # AdamW's decoupled decay p (1 - lr wd) is one more rounding of a weight-sized value.
+    decayed = eps * param if optimizer.name == "adamw" and decay else 0.0
+    allowance = _adam_update_allowance(optimizer, steps + 1, m0, v0, used, tau)
+    return allowance + UPDATE_ROUNDINGS * eps * change + decayed
+
+
+def _per_element(count: np.ndarray, like: np.ndarray) -> np.ndarray:
+    count = np.asarray(count, dtype=np.float64)
+    return count.reshape(count.shape + (1,) * (np.ndim(like) - count.ndim))
+
+
+def _adam_update_allowance(
+    optimizer: Optimizer,
+    t: np.ndarray,
+    m0: np.ndarray,
+    v0: np.ndarray,
+    g: np.ndarray,
+    tau: np.ndarray,
+) -> np.ndarray:
+    """Bound on ``|u(x) - u(g)|`` over ``|x - g| <= tau``, ``u`` Adam's update of one element.
+
+    ``u(x) = lr * N(x) / (sqrt(v_hat(x)) + eps)`` with ``N = (b1 m0 + (1 - b1) x) / B1``,
+    ``v_hat = (b2 v0 + (1 - b2) x^2) / B2``, ``B1 = 1 - b1^t``, ``B2 = 1 - b2^t``.
+
+    * Lipschitz: ``|du/dx| <= lr ((1 - b1)/B1 / D + |N| sqrt((1 - b2)/B2) / D^2)``, with
+      ``D >= D_min``, the denominator at the interval's smallest ``|x|``, and ``|N|`` at its
+      largest, since ``|d sqrt(v_hat)/dx| <= sqrt((1 - b2)/B2)``.
+    * Size: ``|u| <= lr sqrt(B2)/B1 (b1 |m0| / (sqrt(b2 v0) + eps sqrt(B2)) + (1 - b1) /
+      sqrt(1 - b2))`` anywhere, so two updates differ by at most twice that (``2 lr`` at t = 1).
+    """
+    lr, eps = optimizer.lr, optimizer.eps
+    beta1, beta2 = optimizer.beta1, optimizer.beta2
+    alpha, beta = 1 - beta1, 1 - beta2
+    B1, B2 = 1 - beta1**t, 1 - beta2**t
+    a, c = beta1 * m0, beta2 * v0
+    nearest = np.maximum(g - tau, 0.0)
+    d_min = np.sqrt((c + beta * nearest**2) / B2) + eps
+    n_max = (a + alpha * (g + tau)) / B1
+    lipschitz = lr * (alpha / B1 / d_min + n_max * np.sqrt(beta / B2) / d_min**2)
+    largest = (
+        lr * np.sqrt(B2) / B1 * (a / (np.sqrt(c) + eps * np.sqrt(B2)) + alpha / math.sqrt(beta))
+    )
+    return np.minimum(lipschitz * tau, 2 * largest)
 
 
 def drift_is_verdict(dtype: str, mode: str) -> bool:
-    """Whether per-step independent differences decide the verdict (else they are reported).
+    """Whether per-state independent differences decide the verdict (else they are reported).
 
     In ``independent`` mode they always do: the user asked whether the trajectories match. In
-    ``both`` mode only in float64, where the independent tolerance leaves eight orders of
-    magnitude between rounding and a failure; in float32 and below training amplifies
-    rounding into that range (see the module docstring), and the synced gradients are the test.
+    ``both`` mode only in float64 (see the module docstring).
     """
     return mode == "independent" or dtype == "float64"
+
+
+def synced_gates(dtype: str, exact: bool) -> bool:
+    """Whether a synced record comparison decides the verdict: always for floating-point values;
+    for the training rows' correct count only in float64 (see the module docstring)."""
+    return not exact or dtype == "float64"
+
+
+def near_tie_margin(outputs_scale: np.ndarray, rule: Rule) -> np.ndarray:
+    """The top-1 margin at or below which a test row's class is decided by rounding: two outputs
+    each allowed ``atol + rtol |b|`` of error can swap order when closer than twice that."""
+    return 2 * (rule.atol_at(0.0) + rule.rtol * np.asarray(outputs_scale, dtype=np.float64))
 
 
 def ulp_scale(values: np.ndarray, dtype: str) -> np.ndarray:
@@ -160,20 +379,61 @@ def ulp_scale(values: np.ndarray, dtype: str) -> np.ndarray:
     return np.ldexp(1.0, exponent - PRECISION_BITS[dtype])
 
 
-#: Finite-difference oracles (``compare.oracle``), always in float64: a gradient passes when
-#: ``|finite difference - gradient| <= ATOL + RTOL * |gradient|`` (scipy's check, in norms). A
-#: step of 1e-6 balances
-#: truncation (``h^2`` for the central differences of gradcheck and check_grads, ``h`` for
-#: scipy's forward differences) against rounding (``eps * |L| / h``, about 1e-11 here); both
-#: stay orders of magnitude inside these tolerances, which a wrong gradient (a missing factor,
-#: a transpose) exceeds by orders of magnitude. Looser than any comparison of two frameworks,
-#: as ``jax.test_util.check_grads`` and ``torch.autograd.gradcheck`` are.
-FINITE_DIFFERENCE_STEP = 1e-6
-FINITE_DIFFERENCE_RTOL = 1e-4
-FINITE_DIFFERENCE_ATOL = 1e-7
+# ---------------------------------------------------------------------------------------------
+# Gradient oracles (``compare.oracle``), always in float64.
 
-#: The Taylor test passes when the observed order of the remainder is within this of 2.
+#: The Taylor test passes when the remainder shrinks at least as fast as ``h^(2 - this)``. A
+#: correct gradient leaves ``O(h^2)`` (or faster, ``O(h^3)``, where the loss has no curvature
+#: along the direction: better, not a bug); a wrong one leaves an ``O(h)`` term, order 1.
 TAYLOR_ORDER_TOLERANCE = 0.25
 
 #: Taylor remainders below this many float64 roundings of the loss are noise and not used.
 TAYLOR_NOISE_ROUNDINGS = 1e3
+
+#: A finite difference of step ``h`` errs by truncation ``h/2 * kappa`` (forward differences,
+#: ``kappa`` the curvature; central differences err less, by ``h^2/6`` times the third
+#: derivative) plus rounding ``2 * eps_L / h`` (``eps_L`` the rounding error of one loss
+#: evaluation). The threshold is this many times that bound: the curvature is estimated by power
+#: iteration from gradients along a few directions, which may underestimate it by a small factor.
+FINITE_DIFFERENCE_SAFETY = 10.0
+
+#: The rounding error of one float64 loss evaluation, in units of ``eps * |L| * sqrt(terms)``
+#: (a sum of ``rows x outputs`` terms, each a few roundings).
+LOSS_ROUNDINGS = 4.0
+
+#: A relative part of the finite-difference tolerance, for checkers' own arithmetic on large
+#: gradients: far below any error a wrong derivative makes.
+FINITE_DIFFERENCE_RTOL = 1e-6
+
+#: Finite-difference steps are kept in this range whatever the curvature estimate says.
+FINITE_DIFFERENCE_STEPS = (1e-10, 1e-3)
+
+
+def finite_difference_plan(loss: float, curvature: float, terms: int) -> dict[str, float]:
+    """The step and thresholds of a finite-difference check at a point.
+
+    The step balances truncation against rounding, ``h = 2 sqrt(eps_L / kappa)``; the threshold
+    is ``FINITE_DIFFERENCE_SAFETY`` times the error that step implies.
+
+    Args:
+        loss: ``|L|`` at the point.
+        curvature: Estimate of the largest second derivative of the loss.
+        terms: Rows times outputs: the terms summed in one loss.
+
+    Returns:
+        ``{"step", "atol", "rtol", "truncation", "rounding"}``.
+    """
+    eps = EPS["float64"]
+    rounding_of_loss = LOSS_ROUNDINGS * eps * max(abs(loss), eps) * math.sqrt(max(terms, 1))
+    kappa = max(curvature, rounding_of_loss)
+    low, high = FINITE_DIFFERENCE_STEPS
+    step = min(max(2 * math.sqrt(rounding_of_loss / kappa), low), high)
+    truncation = step / 2 * kappa
+    rounding = 2 * rounding_of_loss / step
+    return {
+        "step": step,
+        "atol": FINITE_DIFFERENCE_SAFETY * (truncation + rounding),
+        "rtol": FINITE_DIFFERENCE_RTOL,
+        "truncation": truncation,
+        "rounding": rounding,
+    }

@@ -1,120 +1,325 @@
-"""Trains one framework, in the harness's process or in a worker process of its own.
+"""One framework's worker: trains it, serves synced steps and oracles, streams records back.
 
-``python -m compare.worker NAME OUT`` imports implementation ``NAME`` at once (so the
-framework's import overlaps the harness's own start-up), then runs the jobs the harness sends on
-standard input, one pickled ``(job, args)`` at a time, until standard input closes: ``"train"``
-(train, printing ``progress N`` lines as it goes; the result is ``(trajectory, test_outputs)``)
-and ``"synced"`` (``evaluate_synced``: the loss and gradients at given parameter points, and the
-gradient oracles there). Job ``k``'s result is pickled to ``OUT.k``, a file in the harness's
-private temporary folder, and announced with a ``done k`` line. This module imports nothing
-heavy at the top (no scikit-learn, no framework), so a worker imports only the one framework it
-runs.
+``python -m compare.worker SPEC COMMANDS RESULTS`` imports implementation ``SPEC`` at once (so
+the framework's import overlaps the harness's own start-up), then serves the messages the
+harness pickles onto file descriptor ``COMMANDS`` and answers on ``RESULTS``. The harness can
+also run a ``Worker`` in a thread of its own process, with the same messages over queues
+(``compare.harness``: module overrides and ``isolate=False``).
+
+The messages, harness to worker: ``("setup", problem, X, Y, X_test, options)``,
+``("train", initial_state)``, ``("credit", limit)``, ``("synced", job, steps, states)``,
+``("oracle", state, params)``, ``("stop",)``, ``("close",)``. Worker to harness:
+``("ready", info)``, ``("unavailable" | "plugin" | "unsupported" | "error", line, text)``,
+``("progress", n)``, ``("chunk", start, stop, steps, records, own_steps)``, ``("trained", facts)``,
+``("synced", job, steps, records, next_states)``, ``("oracle", state, results)``,
+``("environment", when, switches)``, ``("closed",)``.
+
+Flow control: the worker may compute states only below the harness's latest ``credit`` limit.
+After handing over a chunk it serves whatever is queued (synced jobs, oracles) and, while it is
+at the limit, waits for more credit, serving jobs meanwhile. So a worker is never more than a
+few chunks ahead of the slowest comparison, and memory stays bounded whatever the step count.
+
+This module imports nothing heavy at the top (no scikit-learn, no framework): a worker imports
+only the one framework it runs.
 """
 
 from __future__ import annotations
 
-import itertools
+import os
 import pickle
+import queue
+import signal
 import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
 
 import implementations
-from implementations.contract import Network, Progress, Trajectory
+from compare import oracle
+from implementations.contract import Problem
+
+#: ``send(message)``; ``receive(block) -> message or None``.
+Send = Callable[[tuple], None]
+Receive = Callable[[bool], "tuple | None"]
 
 
-def train_and_predict(
-    module: ModuleType,
-    net: Network,
-    initial: dict[str, np.ndarray],
-    X_train: np.ndarray,
-    Y_train: np.ndarray,
-    X_test: np.ndarray,
-    lr: float,
-    steps: int,
-    dtype: str,
-    progress: Progress | None = None,
-) -> tuple[Trajectory, np.ndarray]:
-    """Train ``module`` from ``initial``; return its trajectory and its model's test outputs.
+#: A training worker steps from this many of its own states per chunk (``Worker._own_step``).
+OWN_STEPS = 2
 
-    The framework's precision switches are read before and after training and kept on the
-    trajectory (``trajectory.precision``), so the report can show them and prove they did not
-    change during the run.
-    """
-    before = precision_environment(module)
-    trajectory = module.train(net, initial, X_train, Y_train, lr, steps, dtype, progress=progress)
-    outputs = module.predict(net, trajectory.final_weights(), X_test, dtype)
-    trajectory.precision = {"before": before, "after": precision_environment(module)}
-    return trajectory, outputs
+
+class Stopped(Exception):
+    """The harness asked the worker to stop (Ctrl-C or another worker's failure)."""
 
 
 def precision_environment(module: ModuleType) -> dict[str, object]:
     """The implementation's precision switches, or ``{}`` when it does not report them."""
     describe = getattr(module, "precision_environment", None)
-    return {} if describe is None else describe()
+    return {} if describe is None else dict(describe())
 
 
-def evaluate_synced(
-    name: str,
-    module: ModuleType,
-    net: Network,
-    points: dict[str, np.ndarray],
-    X_train: np.ndarray,
-    Y_train: np.ndarray,
-    dtype: str,
-    oracle_points: dict[int, dict[str, np.ndarray]],
-) -> dict[str, object]:
-    """Loss and gradients at every point of ``points`` at once, plus the gradient oracles.
-
-    Args:
-        name: The framework's registry name (it picks the oracle's library checker).
-        module: The implementation.
-        net: The network.
-        points: Weight name -> ``(B, in, out)``: the reference's weights at every step.
-        X_train: Training inputs.
-        Y_train: Training targets.
-        dtype: The compute dtype of the comparison (the oracles always use float64).
-        oracle_points: Step -> weights where the oracles run.
-
-    Returns:
-        ``{"losses": (B,), "grads": {name: (B, in, out)}, "oracles": [...],
-        "precision": {"before": ..., "after": ...}}``.
-    """
-    from compare import oracle  # imports the framework's checker only when it runs
-
-    before = precision_environment(module)
-    losses, grads = module.loss_and_grads(net, points, X_train, Y_train, dtype)
-    oracles = oracle.check_points(name, module, net, oracle_points, X_train, Y_train)
-    return {
-        "losses": losses,
-        "grads": grads,
-        "oracles": oracles,
-        "precision": {"before": before, "after": precision_environment(module)},
-    }
+def kept(steps: np.ndarray, last: int, record_every: int) -> np.ndarray:
+    """Which states are compared and kept with ``record_every = K``: every K-th state, the state
+    after it (a synced step needs both ends) and the last state."""
+    steps = np.asarray(steps)
+    return (steps % record_every <= 1) | (steps == last) if record_every > 1 else steps >= 0
 
 
-def _main(name: str, out_path: str) -> None:
-    module = implementations.load(name)
-    # Jobs arrive one pickled ``(job, args)`` at a time until the harness closes standard input,
-    # so a second job (the synced evaluation) reuses this process and its imported framework.
-    for number in itertools.count():
-        try:
-            job, args = pickle.load(sys.stdin.buffer)
-        except EOFError:
-            return
-        if job == "synced":
-            result = evaluate_synced(name, module, *args)
+def synced_states(steps: np.ndarray, last: int, record_every: int) -> np.ndarray:
+    """Which kept states the synced mode steps from: every K-th and the last."""
+    steps = np.asarray(steps)
+    return (steps % record_every == 0) | (steps == last)
+
+
+class Worker:
+    """Serves one implementation: the same code in a worker process or a harness thread."""
+
+    def __init__(self, name: str, module: ModuleType, send: Send, receive: Receive) -> None:
+        self.name = name
+        self.module = module
+        self._send = send
+        self._receive = receive
+        self.limit = 0
+        self.problem: Problem | None = None
+        self.X = self.Y = self.X_test = None
+        self.options: dict = {}
+        self._training = False
+
+    def serve(self) -> None:
+        """Answer messages until ``close``."""
+        self._send(
+            (
+                "ready",
+                {"pid": os.getpid(), "environment": precision_environment(self.module)},
+            )
+        )
+        while True:
+            message = self._receive(True)
+            if message is None or message[0] == "close":
+                self._send(("environment", "at the end", precision_environment(self.module)))
+                self._send(("closed",))
+                return
+            self._handle(message)
+
+    def _handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "credit":
+            self.limit = max(self.limit, message[1])
+        elif kind == "setup":
+            self.problem, self.X, self.Y, self.X_test, self.options = message[1:]
+            self.limit = self.options["credit"]
+            support = getattr(self.module, "SUPPORTS", None)
+            missing = [] if support is None else support.missing(self.problem)
+            if missing:
+                self._send(
+                    ("unsupported", f"{self.name} does not support {', '.join(missing)}", "")
+                )
+                raise Stopped
+        elif kind == "train":
+            self._train(message[1])
+        elif kind == "synced":
+            self._synced(*message[1:])
+        elif kind == "oracle":
+            self._oracle(*message[1:])
+        elif kind == "stop":
+            raise Stopped
         else:
+            raise ValueError(f"unknown message {kind!r}")
 
-            def report(done: int) -> None:
-                print(f"progress {done}", flush=True)
+    def _serve_queued(self, block: bool) -> None:
+        """Handle every queued message (``block``: wait for at least one)."""
+        message = self._receive(block)
+        while message is not None:
+            if message[0] in ("train", "setup", "close"):
+                raise ValueError(f"{message[0]!r} arrived while training")
+            self._handle(message)
+            message = self._receive(False)
 
-            result = train_and_predict(module, *args, progress=report)
-        with open(f"{out_path}.{number}", "wb") as stream:
-            pickle.dump(result, stream, protocol=pickle.HIGHEST_PROTOCOL)
-        print(f"done {number}", flush=True)
+    def _train(self, initial: dict[str, np.ndarray]) -> None:
+        problem, options = self.problem, self.options
+        steps, record_every = options["steps"], options["record_every"]
+        names = problem.state_names()
+        last_state: dict[str, np.ndarray] = {}
+        waited = 0.0
+
+        def sink(start: int, records: dict[str, np.ndarray]) -> None:
+            nonlocal waited
+            entered = time.perf_counter()
+            stop = start + len(records["loss"])
+            numbers = np.arange(start, stop)
+            keep = kept(numbers, steps, record_every)
+            # Indexing copies: an implementation may reuse its buffers for the next chunk.
+            chunk = {q: np.asarray(v)[keep][:, 0] for q, v in records.items()}
+            if stop == steps + 1:
+                last_state.update({q: np.array(records[q][-1]) for q in names})
+            stepped = self._own_step(numbers[keep], chunk) if options["own_steps"] else None
+            self._send(("chunk", start, stop, numbers[keep], chunk, stepped))
+            self._serve_queued(block=False)
+            while stop < steps + 1 and stop >= self.limit:
+                self._serve_queued(block=True)
+            waited += time.perf_counter() - entered
+
+        def progress(done: int) -> None:
+            self._send(("progress", int(done)))
+
+        self._training = True
+        started = time.perf_counter()
+        self.module.train(
+            problem,
+            initial,
+            self.X,
+            self.Y,
+            steps,
+            chunk=options["chunk"],
+            sink=sink,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - started - waited
+        self._training = False
+        self._send(("environment", "after training", precision_environment(self.module)))
+        params = {name: last_state[q] for name, q in problem.network.param_quantities.items()}
+        self._send(
+            (
+                "trained",
+                {
+                    "seconds": seconds,
+                    "test_outputs": np.asarray(
+                        self.module.predict(problem, params, self.X_test), np.float64
+                    )[0],
+                    "train_outputs": np.asarray(
+                        self.module.predict(problem, params, self.X), np.float64
+                    )[0],
+                },
+            )
+        )
+
+    def _synced(self, job: int, steps: np.ndarray, states: dict[str, np.ndarray]) -> None:
+        """One full step from each of the reference's ``states``."""
+        records, next_states = self._step(steps, states)
+        self._send(("synced", job, steps, records, next_states))
+
+    def _own_step(self, steps: np.ndarray, chunk: dict[str, np.ndarray]):
+        """One ``step`` from this framework's own first ``OWN_STEPS`` states of a chunk whose
+        next state is in the chunk too, or ``None``.
+
+        Its training loop and its ``step`` must agree: a bug in the loop alone (a stale
+        gradient, a missing ``zero_grad``) shows here at step 1, in every dtype.
+        """
+        consecutive = (steps[:-1] + 1 == steps[1:]) & (steps[:-1] < self.options["steps"])
+        positions = np.flatnonzero(consecutive)[:OWN_STEPS]
+        if positions.size == 0:
+            return None
+        states = {q: chunk[q][positions] for q in self.problem.state_names()}
+        records, next_states = self._step(steps[positions], states)
+        return steps[positions], records, next_states
+
+    def _step(self, steps: np.ndarray, states: dict[str, np.ndarray]):
+        """``step`` from each of ``states`` (the states of ``steps``), grouped by batch length."""
+        problem = self.problem
+        if problem.batches.full:
+            records, next_states = self.module.step(problem, states, self.X, self.Y, None)
+        else:
+            rows = _rows(problem, steps)
+            records: dict[str, np.ndarray] = {}
+            next_states: dict[str, np.ndarray] = {}
+            for length in sorted({len(r) for r in rows}):
+                positions = np.array([i for i, r in enumerate(rows) if len(r) == length])
+                group_rows = np.stack([rows[i] for i in positions])
+                group = {q: v[positions] for q, v in states.items()}
+                found, after = self.module.step(problem, group, self.X, self.Y, group_rows)
+                for target, source in ((records, found), (next_states, after)):
+                    for q, v in source.items():
+                        v = np.asarray(v)
+                        if q not in target:
+                            target[q] = np.empty((len(steps), *v.shape[1:]), dtype=v.dtype)
+                        target[q][positions] = v
+        records = {q: np.asarray(v) for q, v in records.items()}
+        next_states = {q: np.asarray(v, dtype=np.float64) for q, v in next_states.items()}
+        return records, next_states
+
+    def _oracle(self, state: int, params: dict[str, np.ndarray]) -> None:
+        results = oracle.check(self.name, self.module, self.problem, state, params, self.X, self.Y)
+        self._send(("oracle", state, results))
+
+
+def _rows(problem: Problem, steps: np.ndarray) -> list[np.ndarray]:
+    """The training rows of each of ``steps`` (consecutive runs drawn a chunk at a time)."""
+    steps = [int(s) for s in steps]
+    if steps and steps[-1] - steps[0] == len(steps) - 1:
+        return problem.batches.chunk(steps[0], steps[-1] + 1)
+    return [problem.batches.indices(s) for s in steps]
+
+
+def error_message(error: BaseException) -> tuple[str, str]:
+    """``(last line, full traceback)`` of an exception, for the harness."""
+    text = "".join(traceback.format_exception(error))
+    line = "".join(traceback.format_exception_only(error)).strip().splitlines()
+    return (line[-1] if line else type(error).__name__), text
+
+
+def load_or_report(spec: str, send: Send) -> ModuleType | None:
+    """Import ``spec``; on failure tell the harness why (install line, plugin error, crash)."""
+    try:
+        return implementations.load(spec)
+    except implementations.FrameworkUnavailable as error:
+        send(("unavailable", str(error), ""))
+    except implementations.PluginError as error:
+        send(("plugin", str(error), ""))
+    except Exception as error:  # a bug in the implementation's import: a crash, reported
+        send(("error", *error_message(error)))
+    return None
+
+
+def serve(name: str, module: ModuleType, send: Send, receive: Receive) -> None:
+    """Run a ``Worker`` until ``close``; report any failure as an ``error`` message."""
+    try:
+        Worker(name, module, send, receive).serve()
+    except Stopped:
+        pass
+    except Exception as error:
+        send(("error", *error_message(error)))
+
+
+def _main(spec: str, commands_fd: int, results_fd: int) -> None:
+    # Ctrl-C is the harness's to handle: it kills its workers and reports the interruption once,
+    # rather than each worker printing a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    results = os.fdopen(results_fd, "wb")
+    commands = os.fdopen(commands_fd, "rb")
+    inbox: queue.Queue = queue.Queue()
+    lock = threading.Lock()
+
+    def send(message: tuple) -> None:
+        with lock:
+            pickle.dump(message, results, protocol=pickle.HIGHEST_PROTOCOL)
+            results.flush()
+
+    def read() -> None:
+        while True:
+            try:
+                message = pickle.load(commands)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                # The harness is gone (or closed us): end now, even in the middle of a job.
+                os._exit(0)
+            inbox.put(message)
+            if message[0] == "close":
+                return
+
+    def receive(block: bool) -> tuple | None:
+        try:
+            return inbox.get(block=block)
+        except queue.Empty:
+            return None
+
+    threading.Thread(target=read, daemon=True).start()
+    module = load_or_report(spec, send)
+    if module is not None:
+        serve(spec, module, send, receive)
+    results.close()
 
 
 if __name__ == "__main__":
-    _main(*sys.argv[1:3])
+    _main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

@@ -1,0 +1,709 @@
+"""``check``: cross-check the frameworks on one recipe and reach THE verdict.
+
+This is the library's one owner of the verdict: ``crosscheck run``, ``record``/``check``
+(baselines), ``mutants``, the pytest matrix, ``example`` and ``explain`` all judge through it,
+and a notebook gets the same verdict with ``from compare import Recipe, check``.
+
+What decides the verdict (the reasoning of every number is in ``compare.tolerances``):
+
+* **Independent mode**: each framework trains alone; its every state is compared with the
+  reference's. In float64 (or when only ``independent`` is asked) every per-state quantity must
+  agree; below float64 the drift is reported (``Comparison.gating`` false) and the trained
+  model's test predictions and accuracy must agree, unless every test row whose class differs
+  sits on a near tie and the test outputs agree within tolerance (rounding broke a tie).
+* **Synced mode**: each framework takes one full step from the reference's state ``k``, for
+  every ``k``; its loss, gradients and correct count at ``k`` and its state after the step
+  (parameters and optimizer state) must agree with the reference's. A wrong derivative or a
+  wrong update fails at step 0 or 1 in every dtype, with no accumulated drift.
+* **Oracles**: every framework's gradient passes the Taylor test and its library's
+  finite-difference check at a few of the reference's states (``compare.oracle``).
+* **Precision switches**: no framework's precision switches change during the run.
+
+The harness streams records in chunks (``compare.harness``); ``_Judge`` folds each chunk into
+accumulators (``compare.agreement``) and drops it, so memory does not grow with the steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import numpy as np
+
+import implementations
+from compare import agreement, data, harness, oracle, quantities, tolerances, weights
+from compare.agreement import Comparison, PrecisionFacts
+from compare.quantities import INDEPENDENT, SYNCED
+from compare.recipe import Recipe, RecipeError
+from implementations.contract import Network, Problem, initial_state
+
+#: The frameworks ``check`` compares unless told otherwise.
+DEFAULT_FRAMEWORKS = ("numpy", "torch", "jax")
+
+
+class CheckError(RecipeError):
+    """An argument of ``check`` that cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class PlotSeries:
+    """Small per-step summaries for plots: at most ``agreement.PLOT_POINTS`` bins per series.
+
+    Attributes:
+        steps: ``(bins,)``: the first state of each bin.
+        loss: Framework -> ``(bins,)``: its loss at the bin's first state (NaN: none there).
+        differences: ``(mode, framework, against)`` -> quantity -> ``(bins,)``: the greatest
+            ``|a - b|`` of the bin's states (``Comparison``'s keys).
+    """
+
+    steps: np.ndarray
+    loss: dict[str, np.ndarray]
+    differences: dict[tuple[str, str, str], dict[str, np.ndarray]]
+
+
+@dataclass
+class CheckResult:
+    """Everything one check found, and its verdict.
+
+    Attributes:
+        recipe: What was trained.
+        reference: The framework the others are compared with.
+        frameworks: Every framework, the reference first.
+        mode: ``"independent"``, ``"synced"`` or ``"both"``.
+        dtype: The compute dtype.
+        verdict: ``"pass"`` or ``"fail"``.
+        comparisons: One per mode, framework and quantity.
+        precision: Non-finite steps, near ties, precision switches and oracles.
+        summaries: Framework -> ``{final_loss, train_accuracy, test_accuracy, seconds}`` of
+            every framework that trained (in synced mode, the reference alone).
+        test_outputs: Framework -> its trained model's test outputs ``(rows, outputs)``.
+        dataset: The data (``compare.data.Dataset``).
+        network: The network.
+        problem: The problem the implementations were given.
+        steps: Number of updates.
+        record_every: Every K-th state (and the one after it) was compared.
+        tolerances: ``"independent"``, ``"synced"``, ``"next-state"`` -> the rule's numbers:
+            ``rtol``, ``atol`` (fixed part), ``scale`` (times the reference's running maximum),
+            ``floor`` (the dtype's smallest normal) and ``gradient_floor`` (gradients' floor,
+            ``compare.tolerances.flush_floor``). A next-state atol adds a per-element allowance.
+        trajectories: Framework -> record -> whole per-state array (first axis the states
+            ``trajectory_steps``; per-update records one row shorter), or ``None``.
+        trajectory_steps: The state of each row of ``trajectories``.
+        series_for_plots: ``PlotSeries``.
+        workers: Framework -> the process id its worker ran in.
+        stats: What the harness held at most (``harness.RunStats``).
+    """
+
+    recipe: Recipe
+    reference: str
+    frameworks: tuple[str, ...]
+    mode: str
+    dtype: str
+    verdict: str
+    comparisons: list[Comparison]
+    precision: PrecisionFacts
+    summaries: dict[str, dict[str, float]]
+    test_outputs: dict[str, np.ndarray]
+    dataset: object
+    network: Network
+    problem: Problem
+    steps: int
+    record_every: int
+    tolerances: dict[str, dict[str, float]]
+    trajectories: dict[str, dict[str, np.ndarray]] | None
+    trajectory_steps: np.ndarray | None
+    series_for_plots: PlotSeries
+    workers: dict[str, int] = field(default_factory=dict)
+    stats: harness.RunStats | None = None
+
+    @property
+    def passed(self) -> bool:
+        """The verdict is ``"pass"``."""
+        return self.verdict == "pass"
+
+    @property
+    def first_failure(self) -> Comparison | None:
+        """The failing comparison that decides the verdict and fails earliest.
+
+        Per-state quantities come before those of the trained model (whose step is the end of
+        training); ties keep the listed order. ``None`` when every comparison that decides the
+        verdict passed (the verdict may still fail on ``precision``: an oracle or a switch).
+        """
+        failing = [c for c in self.comparisons if c.gating and not c.passed]
+        if not failing:
+            return None
+        return min(failing, key=lambda c: (quantities.is_final(c.quantity), c.first_failing_step))
+
+
+def verdict(comparisons: Sequence[Comparison], precision: PrecisionFacts) -> str:
+    """THE verdict: ``"pass"`` when every comparison that decides it passed, every oracle passed
+    and no precision switch changed; else ``"fail"``."""
+    passed = all(c.passed for c in comparisons if c.gating)
+    return "pass" if passed and precision.passed else "fail"
+
+
+def _tolerance_argument(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CheckError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise CheckError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _frameworks(frameworks: Sequence[str], reference: str) -> tuple[str, ...]:
+    if isinstance(frameworks, str):
+        frameworks = (frameworks,)
+    names = tuple(dict.fromkeys([reference, *frameworks]))
+    if len(names) < 2:
+        raise CheckError(
+            f"only {reference} would run, so there is nothing to compare it with: "
+            "name a second framework"
+        )
+    return names
+
+
+def check(
+    recipe: Recipe,
+    frameworks: Sequence[str] = DEFAULT_FRAMEWORKS,
+    reference: str = "numpy",
+    mode: str = "both",
+    rtol: float | None = None,
+    atol: float | None = None,
+    *,
+    progress: harness.Progress | None = None,
+    trajectories: bool = False,
+    record_every: int = 1,
+    oracles: bool = True,
+    modules: Mapping[str, ModuleType] | None = None,
+    isolate: bool = True,
+    chunk: int | None = None,
+) -> CheckResult:
+    """Cross-check ``frameworks`` on ``recipe`` against ``reference`` and reach the verdict.
+
+    Args:
+        recipe: What to train.
+        frameworks: Specs of the frameworks (registry names, plugin paths, modules); the
+            reference is added if missing.
+        reference: The framework the others are compared with.
+        mode: ``"independent"``, ``"synced"`` or ``"both"`` (see the module docstring).
+        rtol: Overrides the default relative tolerance of per-state comparisons.
+        atol: Overrides the default absolute tolerance (never below the dtype's smallest
+            normal number).
+        progress: Called as ``progress(framework, states_done, states_total)``.
+        trajectories: Keep every framework's whole trajectory (``CheckResult.trajectories``;
+            ``compare.trajectories.write`` saves them). Memory then grows with the steps.
+        record_every: Compare and keep every K-th state (and the one after it).
+        oracles: Run the gradient oracles.
+        modules: Implementations to use instead of the registry's, by name (run in threads of
+            this process: how mutants and tests hand in a deliberately wrong one).
+        isolate: Run every registered framework in a worker process of its own (else threads).
+        chunk: States per chunk (default: ``harness.chunk_size``); changes no fact.
+
+    Raises:
+        CheckError: a bad argument (one line).
+        RecipeError: the recipe cannot be trained as asked (data, weights; ``harness.Unsupported``:
+            outside what an implementation covers).
+        implementations.FrameworkUnavailable: a framework is not installed.
+        implementations.PluginError: a plugin cannot be used.
+        harness.TooLarge: the run would not fit in memory.
+        harness.WorkerError: a worker crashed.
+        KeyboardInterrupt: Ctrl-C (the workers are killed first).
+    """
+    if not isinstance(recipe, Recipe):
+        raise CheckError(f"check takes a compare.Recipe, got {type(recipe).__name__}")
+    if mode not in tolerances.MODES:
+        raise CheckError(f"unknown mode {mode!r}; choose from {', '.join(tolerances.MODES)}")
+    rtol = _tolerance_argument("rtol", rtol)
+    atol = _tolerance_argument("atol", atol)
+    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1:
+        raise CheckError(f"record_every must be a positive integer, got {record_every!r}")
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise CheckError(f"chunk must be a positive integer, got {chunk!r}")
+    names = _frameworks(frameworks, reference)
+    modules = dict(modules or {})
+    for name in names:
+        if name not in modules:
+            implementations.check_available(name)
+    with harness.Workers(names, modules=modules, isolate=isolate) as workers:
+        # The workers import their frameworks while this process loads the data.
+        dataset = data.load(recipe)
+        problem = recipe.problem(dataset)
+        params = weights.initial_params(recipe, problem.network)
+        initial = initial_state(problem, {name: value[None] for name, value in params.items()})
+        others = names[1:]
+        plan = harness.Plan(
+            problem=problem,
+            initial=initial,
+            X=np.asarray(dataset.X_train, dtype=np.float64),
+            Y=np.asarray(dataset.Y_train, dtype=np.float64),
+            X_test=np.asarray(dataset.X_test, dtype=np.float64),
+            steps=recipe.steps,
+            reference=reference,
+            frameworks=names,
+            trainers=names if mode != SYNCED else (reference,),
+            independent=others if mode != SYNCED else (),
+            synced=others if mode != INDEPENDENT else (),
+            chunk=chunk or harness.chunk_size(problem),
+            record_every=record_every,
+            oracle_states=tuple(oracle.states_to_check(recipe.steps, record_every))
+            if oracles
+            else (),
+        )
+        harness.check_memory(plan, trajectories, workers.processes)
+        judge = _Judge(plan, mode, rtol, atol, trajectories)
+        stats = harness.run(workers, plan, judge, progress)
+        pids = {name: handle.pid for name, handle in workers.handles.items()}
+    result = judge.result(recipe, dataset, pids)
+    result.stats = stats
+    return result
+
+
+def trained_model_comparisons(
+    framework: str,
+    reference: str,
+    actual_outputs: np.ndarray,
+    expected_outputs: np.ndarray,
+    labels: np.ndarray,
+    rule: tolerances.Rule,
+    *,
+    dtype: str,
+    drift_gates: bool,
+    step: int,
+) -> list[Comparison]:
+    """Compare a trained model's test outputs, classes and accuracy with the reference's.
+
+    The outputs decide the verdict when drift does (``drift_gates``); the classes and accuracy
+    always do, unless every test row whose class differs sits on a near tie of the reference's
+    outputs (``agreement.near_tie_rows``) *and* the outputs agree within ``rule``: then the
+    models are the same to tolerance and rounding broke a tie, which is reported, as drift is.
+
+    Args:
+        framework: The framework compared.
+        reference: The reference framework.
+        actual_outputs: Its model's test outputs ``(rows, outputs)``.
+        expected_outputs: The reference model's.
+        labels: The test rows' classes.
+        rule: The independent rule (also what a near tie is).
+        dtype: The compute dtype.
+        drift_gates: Whether per-state drift decides the verdict (``drift_is_verdict``).
+        step: The number of steps (the trained model's step).
+    """
+    actual_outputs = np.asarray(actual_outputs, dtype=np.float64)
+    expected_outputs = np.asarray(expected_outputs, dtype=np.float64)
+    classes = (np.argmax(actual_outputs, axis=-1), np.argmax(expected_outputs, axis=-1))
+    values = {
+        "test_outputs": (actual_outputs, expected_outputs),
+        "test_predictions": classes,
+        "test_accuracy": tuple(np.array(np.mean(c == labels)) for c in classes),
+    }
+    facts = {}
+    for q in quantities.final():
+        exact = quantities.is_exact(q)
+        accumulator = agreement.SeriesAccumulator(dtype, step, exact=exact, per_state=False)
+        actual, expected = values[q]
+        accumulator.add(
+            np.array([step]),
+            np.asarray(actual, dtype=np.float64)[None],
+            np.asarray(expected, dtype=np.float64)[None],
+            0.0 if exact else rule.atol_at(0.0),
+            0.0 if exact else rule.rtol,
+        )
+        facts[q] = accumulator.facts()
+    differing = classes[0] != classes[1]
+    ties = agreement.near_tie_rows(expected_outputs, rule)
+    outputs_agree = facts["test_outputs"]["first_failing_step"] is None
+    only_ties = bool(differing.any() and np.all(ties[differing])) and outputs_agree
+    return [
+        Comparison(
+            framework=framework,
+            against=reference,
+            mode=INDEPENDENT,
+            quantity=q,
+            rtol=0.0 if quantities.is_exact(q) else rule.rtol,
+            gating=(not only_ties) if quantities.is_exact(q) else drift_gates,
+            **facts[q],
+        )
+        for q in quantities.final()
+    ]
+
+
+class _Judge:
+    """The consumer of the harness's records: the accumulators of every comparison."""
+
+    def __init__(
+        self,
+        plan: harness.Plan,
+        mode: str,
+        rtol: float | None,
+        atol: float | None,
+        keep_trajectories: bool,
+    ) -> None:
+        self.plan = plan
+        self.problem = problem = plan.problem
+        self.mode = mode
+        self.dtype = dtype = problem.dtype
+        batches = problem.batches
+        largest_batch = batches.rows if batches.full else min(batches.size, batches.rows)
+        self.rules = {
+            "independent": tolerances.independent(dtype, rtol, atol),
+            "synced": tolerances.synced(dtype, largest_batch, rtol, atol),
+            "next-state": tolerances.next_state(dtype, rtol, atol),
+        }
+        input_scale = float(np.max(np.abs(plan.X), initial=0.0))
+        self.flush_floor = tolerances.flush_floor(
+            dtype, largest_batch, input_scale, problem.network.widths
+        )
+        self.accumulators: dict[tuple[str, str, str], agreement.SeriesAccumulator] = {}
+        floats = [q for q in quantities.records_at_state(problem) if not quantities.is_exact(q)]
+        self.scales = {q: agreement.RunningMax() for q in floats}
+        self.own_running = {
+            name: {q: agreement.RunningMax() for q in floats} for name in plan.trainers
+        }
+        self.own_scales: dict[str, tuple[np.ndarray, dict]] = {}
+        self.nonfinite = {name: agreement.NonfiniteTracker() for name in plan.trainers}
+        self.loss_bins = {
+            name: agreement.BinnedSeries(plan.steps + 1, reduce="first") for name in plan.trainers
+        }
+        self.final_loss: dict[str, float] = {}
+        self.finished: dict[str, dict] = {}
+        self.oracles: dict[str, list] = {name: [] for name in plan.frameworks}
+        self.readings: dict[str, list[tuple[str, dict]]] = {name: [] for name in plan.frameworks}
+        self.kept: dict[str, dict[str, list]] | None = (
+            {name: {q: [] for q in problem.record_names()} for name in plan.trainers}
+            if keep_trajectories
+            else None
+        )
+        self.kept_steps: list[np.ndarray] = []
+        self.watched = (
+            "loss",
+            *(q for q in problem.record_names() if quantities.parameter(q) is not None),
+        )
+
+    def _rule(self, name: str, quantity: str) -> tolerances.Rule:
+        """The rule ``name`` for ``quantity``, its floor raised for row sums (gradients)."""
+        rule = self.rules[name]
+        if quantities.kind_of(quantity).row_sum:
+            return dataclasses.replace(rule, floor=max(rule.floor, self.flush_floor))
+        return rule
+
+    def _accumulator(self, mode: str, framework: str, against: str, quantity: str):
+        key = (mode, framework, against, quantity)
+        if key not in self.accumulators:
+            last = self.plan.steps
+            if mode == SYNCED and quantities.synced_role(quantity) == quantities.NEXT_STATE:
+                last = max(self.plan.steps - 1, 0)
+            self.accumulators[key] = agreement.SeriesAccumulator(
+                self.dtype,
+                last,
+                exact=quantities.is_exact(quantity),
+                per_state=not quantities.is_final(quantity),
+            )
+        return self.accumulators[key]
+
+    # -- the harness's callbacks ----------------------------------------------------------------
+
+    def reference_chunk(self, steps: np.ndarray, records: dict) -> dict:
+        # Each synced record's atol scales with the running maximum of the reference's magnitude
+        # (causal: see compare.tolerances), computed once here in state order.
+        return {("scale", q): running.update(records[q]) for q, running in self.scales.items()}
+
+    def framework_chunk(self, framework: str, steps: np.ndarray, records: dict) -> None:
+        self.nonfinite[framework].add(steps, records, self.watched)
+        self.loss_bins[framework].add(steps, records["loss"])
+        if self.plan.synced:
+            # The framework's own running maxima, for the step from its own states.
+            self.own_scales[framework] = (
+                steps,
+                {
+                    q: running.update(records[q])
+                    for q, running in self.own_running[framework].items()
+                },
+            )
+        if len(steps) and steps[-1] == self.plan.steps:
+            self.final_loss[framework] = float(records["loss"][-1])
+        if self.kept is not None:
+            for q, kept in self.kept[framework].items():
+                kept.append(np.array(records[q]))
+            if framework == self.plan.reference:
+                self.kept_steps.append(np.array(steps))
+
+    def independent(self, framework: str, steps: np.ndarray, actual: dict, expected: dict) -> None:
+        batches = self.problem.batches
+        for q in quantities.per_state(self.problem, INDEPENDENT):
+            rule = self._rule("independent", q)
+            exact = quantities.is_exact(q)
+            self._accumulator(INDEPENDENT, framework, self.plan.reference, q).add(
+                steps,
+                quantities.values(q, actual, steps, batches),
+                quantities.values(q, expected, steps, batches),
+                0.0 if exact else rule.atol_at(0.0),
+                0.0 if exact else rule.rtol,
+            )
+
+    def synced_records(
+        self, framework: str, steps: np.ndarray, actual: dict, expected: dict
+    ) -> None:
+        scales = {q: expected[("scale", q)] for q in self.scales}
+        self._step_records(framework, self.plan.reference, steps, actual, expected, scales)
+
+    def synced_next(
+        self, framework: str, steps: np.ndarray, actual: dict, expected: dict, before: dict
+    ) -> None:
+        scales = {q: before[("scale", q)] for q in self.scales}
+        self._step_next(framework, self.plan.reference, steps, actual, expected, before, scales)
+
+    def own_step(
+        self,
+        framework: str,
+        steps: np.ndarray,
+        actual: dict,
+        actual_next: dict,
+        expected: dict,
+        expected_next: dict,
+    ) -> None:
+        chunk_steps, running = self.own_scales[framework]
+        at = np.searchsorted(chunk_steps, steps)
+        scales = {q: values[at] for q, values in running.items()}
+        self._step_records(framework, framework, steps, actual, expected, scales)
+        self._step_next(framework, framework, steps, actual_next, expected_next, expected, scales)
+
+    def _step_records(
+        self,
+        framework: str,
+        against: str,
+        steps: np.ndarray,
+        actual: dict,
+        expected: dict,
+        scales: dict,
+    ) -> None:
+        """One step's records at state ``k`` against ``against``'s records at ``k``."""
+        batches = self.problem.batches
+        for q in quantities.records_at_state(self.problem):
+            rule = self._rule("synced", q)
+            exact = quantities.is_exact(q)
+            self._accumulator(SYNCED, framework, against, q).add(
+                steps,
+                quantities.values(q, actual, steps, batches),
+                quantities.values(q, expected, steps, batches),
+                0.0 if exact else rule.atol_at(scales[q]),
+                0.0 if exact else rule.rtol,
+            )
+
+    def _step_next(
+        self,
+        framework: str,
+        against: str,
+        steps: np.ndarray,
+        actual: dict,
+        expected: dict,
+        before: dict,
+        scales: dict,
+    ) -> None:
+        """One step's next state against ``against``'s state ``k + 1``; ``before`` holds its
+        records at ``k`` (state and gradient), from which the allowance is derived."""
+        problem, rule = self.problem, self.rules["next-state"]
+        count = before.get(quantities.STEP_COUNT)
+        for q in quantities.next_state(problem):
+            accumulator = self._accumulator(SYNCED, framework, against, q)
+            if quantities.is_exact(q):
+                accumulator.add(steps, actual[q], expected[q], 0.0, 0.0)
+                continue
+            parameter = quantities.parameter(q)
+            gradient = quantities.gradient_of(q)
+            grad_rule = self._rule("synced", gradient)
+            grad = before[gradient]
+            scale = scales[gradient].reshape((-1,) + (1,) * (grad.ndim - 1))
+            with np.errstate(invalid="ignore", over="ignore"):
+                allowance = tolerances.update_allowance(
+                    problem.optimizer,
+                    quantities.buffer(q),
+                    self.dtype,
+                    grad=grad,
+                    grad_allowed=grad_rule.atol_at(scale) + grad_rule.rtol * np.abs(grad),
+                    param=before[problem.network.param_quantities[parameter]],
+                    change=np.abs(expected[q] - before[q]),
+                    count=count,
+                    buffers={
+                        buffer: before[name]
+                        for buffer, name in quantities.optimizer_buffers(problem, parameter).items()
+                    },
+                )
+            atol = np.maximum(rule.floor, rule.atol + np.nan_to_num(allowance, nan=0.0))
+            accumulator.add(steps, actual[q], expected[q], atol, rule.rtol)
+
+    def trained(self, framework: str, facts: dict) -> None:
+        self.finished[framework] = facts
+
+    def oracle(self, framework: str, state: int, results: list) -> None:
+        self.oracles[framework].extend(results)
+
+    def environment(self, framework: str, when: str, switches: dict) -> None:
+        self.readings[framework].append((when, switches))
+
+    # -- the verdict ----------------------------------------------------------------------------
+
+    def _comparison(
+        self, mode: str, framework: str, against: str, quantity: str, gating: bool
+    ) -> Comparison:
+        accumulator = self.accumulators[(mode, framework, against, quantity)]
+        if quantities.is_exact(quantity):
+            rtol = 0.0
+        elif mode == INDEPENDENT:
+            rtol = self.rules["independent"].rtol
+        elif quantities.synced_role(quantity) == quantities.RECORD:
+            rtol = self.rules["synced"].rtol
+        else:
+            rtol = self.rules["next-state"].rtol
+        return Comparison(
+            framework=framework,
+            against=against,
+            mode=mode,
+            quantity=quantity,
+            rtol=rtol,
+            gating=gating,
+            **accumulator.facts(),
+        )
+
+    def _gating(self, mode: str, quantity: str) -> bool:
+        if mode == INDEPENDENT:
+            return tolerances.drift_is_verdict(self.dtype, self.mode)
+        if quantities.synced_role(quantity) == quantities.RECORD:
+            return tolerances.synced_gates(self.dtype, quantities.is_exact(quantity))
+        return True
+
+    def _per_state(self, mode: str, framework: str, against: str) -> list[Comparison]:
+        return [
+            self._comparison(mode, framework, against, q, self._gating(mode, q))
+            for q in quantities.per_state(self.problem, mode)
+            if (mode, framework, against, q) in self.accumulators
+        ]
+
+    def result(self, recipe: Recipe, dataset, workers: dict[str, int]) -> CheckResult:
+        plan, problem = self.plan, self.problem
+        reference = plan.reference
+        comparisons: list[Comparison] = []
+        expected_outputs = self.finished[reference]["test_outputs"]
+        for framework in plan.independent:
+            comparisons += self._per_state(INDEPENDENT, framework, reference)
+            comparisons += trained_model_comparisons(
+                framework,
+                reference,
+                self.finished[framework]["test_outputs"],
+                expected_outputs,
+                np.asarray(dataset.labels_test),
+                self.rules["independent"],
+                dtype=self.dtype,
+                drift_gates=tolerances.drift_is_verdict(self.dtype, self.mode),
+                step=plan.steps,
+            )
+        for framework in plan.synced:
+            comparisons += self._per_state(SYNCED, framework, reference)
+        if plan.synced:
+            for framework in plan.trainers:
+                comparisons += self._per_state(SYNCED, framework, framework)
+        outputs = {name: self.finished[name]["test_outputs"] for name in plan.trainers}
+        precision = PrecisionFacts(
+            mode=self.mode,
+            dtype=self.dtype,
+            nonfinite=agreement.nonfinite_facts(
+                {name: tracker.first for name, tracker in self.nonfinite.items()}
+            ),
+            near_ties=agreement.near_tie_facts(plan.reference, outputs, self.rules["independent"])
+            if len(outputs) > 1
+            else {},
+            environment={
+                name: readings[0][1] if readings else {} for name, readings in self.readings.items()
+            },
+            environment_changes=agreement.environment_changes(self.readings),
+            oracles=self.oracles,
+        )
+        labels_train = np.asarray(dataset.labels_train)
+        labels_test = np.asarray(dataset.labels_test)
+        summaries = {
+            name: {
+                "final_loss": self.final_loss[name],
+                "train_accuracy": float(
+                    np.mean(np.argmax(self.finished[name]["train_outputs"], -1) == labels_train)
+                ),
+                "test_accuracy": float(np.mean(np.argmax(outputs[name], -1) == labels_test)),
+                "seconds": float(self.finished[name]["seconds"]),
+            }
+            for name in plan.trainers
+        }
+        differences: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
+        for (mode, framework, against, q), accumulator in self.accumulators.items():
+            if not quantities.is_final(q):
+                differences.setdefault((mode, framework, against), {})[q] = accumulator.bins.values
+        any_bins = next(iter(self.loss_bins.values()))
+        series = PlotSeries(
+            steps=any_bins.steps,
+            loss={name: bins.values for name, bins in self.loss_bins.items()},
+            differences=differences,
+        )
+        trajectories, trajectory_steps = self._trajectories()
+        return CheckResult(
+            recipe=recipe,
+            reference=plan.reference,
+            frameworks=plan.frameworks,
+            mode=self.mode,
+            dtype=self.dtype,
+            verdict=verdict(comparisons, precision),
+            comparisons=comparisons,
+            precision=precision,
+            summaries=summaries,
+            test_outputs=outputs,
+            dataset=dataset,
+            network=problem.network,
+            problem=problem,
+            steps=plan.steps,
+            record_every=plan.record_every,
+            tolerances={
+                name: {
+                    "rtol": r.rtol,
+                    "atol": r.atol,
+                    "scale": r.scale,
+                    "floor": r.floor,
+                    "gradient_floor": max(r.floor, self.flush_floor),
+                }
+                for name, r in self.rules.items()
+            },
+            trajectories=trajectories,
+            trajectory_steps=trajectory_steps,
+            series_for_plots=series,
+            workers=workers,
+        )
+
+    def _trajectories(self):
+        if self.kept is None:
+            return None, None
+        steps = np.concatenate(self.kept_steps)
+        # Per-update records (gradients) drop the last state's row: no update follows it.
+        drop_last = len(steps) > 0 and steps[-1] == self.plan.steps
+        whole = {}
+        for framework, kept in self.kept.items():
+            whole[framework] = {}
+            for q, pieces in kept.items():
+                array = np.concatenate(pieces)
+                if drop_last and quantities.is_per_update(q):
+                    array = array[:-1]
+                whole[framework][q] = array
+        return whole, steps
+
+
+class _CallableModule(types.ModuleType):
+    """``compare.check`` names both this module and its ``check`` function, and which one
+    ``from compare import check`` finds depends on what was imported first; calling the module
+    calls the function, so either works."""
+
+    def __call__(self, *args, **kwargs) -> CheckResult:
+        return check(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

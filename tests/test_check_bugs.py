@@ -1,0 +1,315 @@
+"""``check`` catches planted bugs where they happen: a wrong derivative, update-rule bugs in
+every dtype, a bug in a training loop alone, and a gradient every framework shares.
+
+Each bug lives in a private copy of the NumPy implementation (``numpy_copy``), handed to
+``check`` through ``modules=``, so these tests need neither torch nor JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import itertools
+import sys
+
+import numpy as np
+import pytest
+
+from compare import quantities
+from compare.check import check
+from compare.recipe import Recipe
+from implementations import numpy_manual
+
+_copies = itertools.count()
+
+#: The dtypes whose update bugs the synced step must catch at step 0 or 1.
+LOW_PRECISION = ("float32", "float16", "bfloat16")
+
+
+def numpy_copy():
+    """A fresh, independent copy of the NumPy implementation, for planting one bug in."""
+    name = f"crosscheck_numpy_copy_{next(_copies)}"
+    spec = importlib.util.spec_from_file_location(name, numpy_manual.__file__)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+def wrong_derivative():
+    """The sigmoid's derivative taken from Z instead of A: ``Z (1 - Z)``."""
+    module = numpy_copy()
+    rule = module.ACTIVATIONS["sigmoid"]
+    module.ACTIVATIONS = {
+        **module.ACTIVATIONS,
+        "sigmoid": dataclasses.replace(rule, derivative=lambda Z, A: Z * (1 - Z)),
+    }
+    return module
+
+
+def _with_optimizer(module, changes):
+    honest = module.update
+
+    def update(problem, state, grads):
+        optimizer = dataclasses.replace(problem.optimizer, **changes(problem.optimizer))
+        return honest(dataclasses.replace(problem, optimizer=optimizer), state, grads)
+
+    module.update = update
+    return module
+
+
+def wrong_learning_rate():
+    """Half the learning rate (a mean where the reference sums, or the reverse)."""
+    return _with_optimizer(numpy_copy(), lambda opt: {"lr": opt.lr / 2})
+
+
+def wrong_sign():
+    """Gradient ascent: ``p + lr g``."""
+    return _with_optimizer(numpy_copy(), lambda opt: {"lr": -opt.lr})
+
+
+def skipped_update():
+    """W2 left out of the optimizer's parameters: it and its buffers never change."""
+    module = numpy_copy()
+    honest = module.update
+
+    def update(problem, state, grads):
+        next_state, values = honest(problem, state, grads)
+        for q in next_state:
+            if quantities.parameter(q) == "W2":
+                next_state[q] = state[q]
+        return next_state, values
+
+    module.update = update
+    return module
+
+
+def stale_momentum():
+    """The step uses the momentum buffer from before this gradient was added to it."""
+    module = numpy_copy()
+    honest = module.momentum_update
+
+    def momentum_update(p, grad, buf, first, opt, kept):
+        named = honest(p, grad, buf, first, opt, kept)
+        named["p_next"] = kept(p - opt.lr * buf)
+        return named
+
+    module.momentum_update = momentum_update
+    return module
+
+
+def no_bias_correction():
+    """Adam without its bias corrections (``1 - beta^t`` taken as 1)."""
+    module = numpy_copy()
+    honest = module.adam_update
+
+    def adam_update(p, grad, m, v, t, opt, kept):
+        return honest(p, grad, m, v, t * 0 + 1e9, opt, kept)
+
+    module.adam_update = adam_update
+    return module
+
+
+def stale_gradient_in_training_loop():
+    """The training loop applies the previous step's gradient; ``step`` is right."""
+    module = numpy_copy()
+    honest_train, honest_update = module.train, module.update
+
+    def train(problem, initial, X, Y, steps, *, chunk, sink, progress=None):
+        previous = {}
+
+        def stale(problem, state, grads):
+            used = previous.get("grads", grads)
+            previous["grads"] = grads
+            return honest_update(problem, state, used)
+
+        def sink_outside_the_loop(start, records):
+            module.update = honest_update
+            try:
+                sink(start, records)
+            finally:
+                module.update = stale
+
+        module.update = stale
+        try:
+            honest_train(
+                problem,
+                initial,
+                X,
+                Y,
+                steps,
+                chunk=chunk,
+                sink=sink_outside_the_loop,
+                progress=progress,
+            )
+        finally:
+            module.update = honest_update
+
+    module.train = train
+    return module
+
+
+def _run(recipe, mutant, mode="synced", **options):
+    return check(
+        recipe,
+        frameworks=("numpy", "mutant"),
+        mode=mode,
+        modules={"mutant": mutant},
+        oracles=options.pop("oracles", False),
+        isolate=False,
+        **options,
+    )
+
+
+def _failures(result, framework="mutant", against="numpy"):
+    return {
+        c.quantity: c
+        for c in result.comparisons
+        if c.framework == framework and c.against == against and c.mode == "synced" and not c.passed
+    }
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_wrong_derivative_fails_synced_grad_W1_at_step_0(dtype):
+    result = _run(Recipe(steps=6, dtype=dtype), wrong_derivative(), mode="both")
+    assert result.verdict == "fail"
+    failed = _failures(result)
+    assert "grad:W1" in failed, f"synced grad:W1 should fail; failures: {sorted(failed)}"
+    assert failed["grad:W1"].first_failing_step == 0
+    assert failed["grad:W1"].gating
+    # The loss at state 0 does not depend on the derivative: it must still agree there.
+    loss = next(c for c in result.comparisons if c.mode == "synced" and c.quantity == "loss")
+    assert loss.passed, "the loss is computed before any derivative and must agree"
+
+
+def _update_recipe(dtype, optimizer):
+    settings = {"optimizer": optimizer, "lr": 0.5}
+    if optimizer == "momentum":
+        settings["momentum"] = 0.9
+    if optimizer == "adam":
+        # eps = 1e-8 is below float16's smallest number: every framework divides by zero there.
+        settings.update(lr=0.05, eps=1e-3 if dtype == "float16" else 1e-8)
+    return Recipe(steps=4, dtype=dtype, **settings)
+
+
+UPDATE_BUGS = {
+    "wrong learning rate": (wrong_learning_rate, "sgd"),
+    "wrong sign": (wrong_sign, "sgd"),
+    "skipped update": (skipped_update, "sgd"),
+    "stale momentum": (stale_momentum, "momentum"),
+    "no bias correction": (no_bias_correction, "adam"),
+}
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("bug", sorted(UPDATE_BUGS))
+def test_update_rule_bugs_fail_the_synced_step_at_step_0_or_1(bug, dtype):
+    if dtype == "bfloat16":
+        pytest.importorskip("ml_dtypes")
+    make, optimizer = UPDATE_BUGS[bug]
+    result = _run(_update_recipe(dtype, optimizer), make())
+    failed = {
+        q: c
+        for q, c in _failures(result).items()
+        if quantities.synced_role(q) == quantities.NEXT_STATE and c.gating
+    }
+    assert result.verdict == "fail", f"{bug} in {dtype} passed the synced step"
+    assert failed, f"{bug} in {dtype}: no state after the step failed"
+    first = min(c.first_failing_step for c in failed.values())
+    assert first <= 1, f"{bug} in {dtype} first fails at step {first}, not 0 or 1"
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_an_honest_copy_passes_every_update_recipe(optimizer, dtype):
+    """The recipes above are not failing by themselves (control for the test above)."""
+    if dtype == "bfloat16":
+        pytest.importorskip("ml_dtypes")
+    result = _run(_update_recipe(dtype, optimizer), numpy_copy(), mode="both")
+    assert result.verdict == "pass", [c for c in result.comparisons if not c.passed]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_bug_in_a_training_loop_alone_fails_its_own_step_at_step_1(dtype):
+    """A stale gradient moves step k by ``lr |g_k - g_(k-1)|``, one step's change of the
+    gradient: visible in float32, below a float16 weight's rounding unit."""
+    result = _run(Recipe(steps=8, dtype=dtype, lr=0.5), stale_gradient_in_training_loop(), "both")
+    assert result.verdict == "fail"
+    own = _failures(result, framework="mutant", against="mutant")
+    assert own, "the training loop's states must disagree with the framework's own step"
+    assert min(c.first_failing_step for c in own.values()) == 1
+    # Its step is right, so the steps from the reference's states agree.
+    assert not _failures(result), "the mutant's step() is honest; synced-from-reference passes"
+
+
+def test_a_gradient_every_framework_shares_fails_the_oracles():
+    shared = wrong_derivative()
+    result = check(
+        Recipe(steps=10),
+        frameworks=("shared", "copy"),
+        reference="shared",
+        modules={"shared": shared, "copy": shared},
+        isolate=False,
+    )
+    assert all(c.passed for c in result.comparisons), "the two copies agree exactly"
+    assert result.verdict == "fail", "a gradient that disagrees with its own loss must fail"
+    failed = result.precision.failed_oracles
+    assert {r.checker for _, r in failed} == {"taylor", "scipy.optimize.check_grad"}
+    taylor = next(r for _, r in failed if r.checker == "taylor")
+    assert taylor.error == pytest.approx(1.0, abs=0.2), "a wrong gradient leaves an O(h) term"
+    assert taylor.threshold == pytest.approx(1.75)
+    fd = next(r for _, r in failed if r.checker != "taylor")
+    assert fd.error > fd.threshold > 0 and fd.step > 0, "the threshold and step are shown"
+
+
+def _scaled_gradient(delta):
+    module = numpy_copy()
+    honest = module.evaluate
+
+    def evaluate(problem, params, X, Y):
+        found = honest(problem, params, X, Y)
+        found.grads["W1"] = found.grads["W1"] * (1 + delta)
+        return found
+
+    module.evaluate = evaluate
+    return module
+
+
+def test_every_fact_of_a_failing_comparison_holds_its_own_value():
+    delta, steps = 1e-3, 12
+    result = _run(Recipe(steps=steps), _scaled_gradient(delta), trajectories=True)
+    kept = result.trajectories["numpy"]
+    # The file keeps one gradient per update; synced mode compares the last state's too.
+    last = {name: kept[q][-1:] for name, q in result.network.param_quantities.items()}
+    _, final = numpy_manual.loss_and_grads(
+        result.problem, last, result.dataset.X_train, result.dataset.Y_train
+    )
+    grads = np.concatenate([kept["grad:W1"], final["grad:W1"]])
+    synced = next(
+        c
+        for c in result.comparisons
+        if c.mode == "synced" and c.against == "numpy" and c.quantity == "grad:W1"
+    )
+    error = np.abs(grads) * delta
+    assert synced.total == grads.size
+    worst = np.unravel_index(np.argmax(error), error.shape)
+    assert synced.max_abs == pytest.approx(error.max(), rel=1e-9)
+    assert (synced.worst_step, synced.worst_index) == (
+        int(worst[0]),
+        tuple(int(i) for i in worst[1:]),
+    )
+    assert synced.max_rel == pytest.approx(delta, rel=1e-6), "max_rel is relative, not absolute"
+    assert synced.max_abs != pytest.approx(synced.max_rel, rel=1e-3, abs=0), "max_abs != max_rel"
+    rule = result.tolerances["synced"]
+    running = np.maximum.accumulate(np.abs(grads).reshape(len(grads), -1).max(axis=1))
+    allowed = rule["scale"] * running[:, None, None] + rule["rtol"] * np.abs(grads)
+    failing = error > allowed
+    assert synced.first_failing_step == int(np.argwhere(failing.any(axis=(1, 2)))[0, 0]) == 0
+    assert synced.first_failing_index == tuple(int(i) for i in np.argwhere(failing[0])[0])
+    assert synced.mismatched == int(failing.sum())
+    assert synced.rtol == rule["rtol"]
+    assert synced.atol == pytest.approx(rule["scale"] * running[-1], rel=1e-12, abs=0)
+    assert synced.gating
+    assert result.first_failure.first_failing_step == 0
+    assert result.first_failure.quantity == "grad:W1"
+    assert result.first_failure.framework == "mutant"
