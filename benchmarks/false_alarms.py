@@ -106,13 +106,13 @@ def draw(rng: np.random.Generator) -> dict[str, object]:
     return config
 
 
-def run_one(config: dict[str, object]) -> dict[str, object]:
+def run_one(config: dict[str, object], isolate: bool = True) -> dict[str, object]:
     """Check one configuration; returns its verdict and, on failure, the first failure."""
     settings = dict(config)
     mode = str(settings.pop("mode", "both"))
     started = time.perf_counter()
     try:
-        result = check(Recipe(**settings), mode=mode)
+        result = check(Recipe(**settings), mode=mode, isolate=isolate)
     except Exception as error:  # a refusal (too large, bad recipe) is not a verdict
         return {"config": config, "verdict": "error", "error": f"{type(error).__name__}: {error}"}
     record: dict[str, object] = {
@@ -158,8 +158,32 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw")
     parser.add_argument("--out", type=Path, default=Path("out/false_alarms.jsonl"))
     parser.add_argument("--quick", action="store_true", help="20 configurations, for a try")
+    parser.add_argument(
+        "--shard", default="1/1", help="K/N: run every N-th configuration from the K-th"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="frameworks in threads of this process (imported once) instead of workers",
+    )
+    parser.add_argument("--summary", nargs="*", type=Path, help="only summarise these result files")
     args = parser.parse_args()
-    configs = configurations(20 if args.quick else args.count, args.seed)
+    if args.summary:
+        return summarise(
+            [
+                json.loads(line)
+                for path in args.summary
+                for line in path.read_text().splitlines()
+                if line.strip()
+            ]
+        )
+    shard, shards = (int(part) for part in args.shard.split("/"))
+    configs = configurations(20 if args.quick else args.count, args.seed)[shard - 1 :: shards]
+    if args.in_process:
+        import implementations
+
+        for name in ("numpy", "torch", "jax"):  # one at a time, before any thread starts
+            implementations.load(name)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict] = {}
     if args.out.exists():
@@ -173,7 +197,7 @@ def main() -> int:
             key = _key(json.loads(json.dumps(config, default=list)))
             record = done.get(key)
             if record is None:
-                record = run_one(config)
+                record = run_one(config, isolate=not args.in_process)
                 stream.write(json.dumps(record, default=list) + "\n")
                 stream.flush()
             records.append(record)
