@@ -51,6 +51,9 @@ from implementations.contract import (
     Problem,
 )
 
+#: float16's smallest normal number; Adam's eps must not be below it in float16.
+FLOAT16_TINY = 6.103515625e-05
+
 
 class RecipeError(ValueError):
     """A recipe setting that cannot be trained; the message is one line for the user."""
@@ -383,6 +386,13 @@ class Recipe:
         _require(_is_int(self.steps) and self.steps >= 1, "steps", self.steps, "a positive integer")
         self._set("steps", int(self.steps))
         _require(self.dtype in DTYPES, "dtype", self.dtype, _one_of(DTYPES))
+        if self.dtype == "float16" and self.eps is not None and self.eps < FLOAT16_TINY:
+            # Adam divides by sqrt(v) + eps; a second moment that underflows to 0 then divides
+            # by (almost) nothing and every framework overflows in its own way.
+            raise RecipeError(
+                f"eps {self.eps:g} is below float16's smallest normal number ({FLOAT16_TINY:.1e}),"
+                " so Adam can divide by zero: give --eps 1e-4 or more, or compute in float32"
+            )
 
     # -- what the recipe builds ---------------------------------------------------------------
 

@@ -364,3 +364,13 @@ def test_the_recipe_builds_the_contract_objects():
     assert problem.optimizer.name == "adamw" and problem.dtype == "float32"
     assert problem.batches == Batches(rows=40, size=16, seed=3)
     assert problem.state_names()[-1] == "state:v:b3"
+
+
+def test_adam_in_float16_needs_an_eps_float16_can_hold():
+    # 1e-8 is 0 in float16: Adam would divide a vanished second moment by nothing.
+    with pytest.raises(RecipeError, match="eps 1e-08 is below float16's smallest normal"):
+        Recipe(dtype="float16", optimizer="adam")
+    with pytest.raises(RecipeError, match="float16"):
+        Recipe(dtype="float16", optimizer="adamw", eps=1e-5)
+    assert Recipe(dtype="float16", optimizer="adam", eps=1e-4).eps == 1e-4
+    assert Recipe(dtype="bfloat16", optimizer="adam").eps == 1e-8  # float32's exponent range
