@@ -330,6 +330,31 @@ class SeriesAccumulator:
         }
 
 
+def merge_facts(primary: dict[str, object], extra: dict[str, object]) -> dict[str, object]:
+    """The facts of one comparison made of two series of the same quantity: ``primary``'s
+    growth, crossings and ULPs, and the worst error, first failure and counts of both.
+
+    Args:
+        primary: ``SeriesAccumulator.facts()`` of the main series.
+        extra: ``SeriesAccumulator.facts()`` of a second check of the same quantity (compared
+            exactly, say); its failures fail the comparison.
+    """
+    merged = dict(primary)
+    if extra["total"] == 0:
+        return merged
+    if extra["max_abs"] > primary["max_abs"]:
+        for key in ("max_abs", "worst_step", "worst_index"):
+            merged[key] = extra[key]
+    merged["max_rel"] = max(primary["max_rel"], extra["max_rel"])
+    first, other = primary["first_failing_step"], extra["first_failing_step"]
+    if other is not None and (first is None or other < first):
+        merged["first_failing_step"] = other
+        merged["first_failing_index"] = extra["first_failing_index"]
+    for key in ("mismatched", "total", "flushed"):
+        merged[key] = primary[key] + extra[key]
+    return merged
+
+
 def _nan_is_inf(values: np.ndarray) -> np.ndarray:
     """NaN (an error against a non-finite value) counts as the largest error, infinity."""
     return np.where(np.isnan(values), np.inf, values)

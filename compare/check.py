@@ -14,7 +14,10 @@ What decides the verdict (the reasoning of every number is in ``compare.toleranc
 * **Synced mode**: each framework takes one full step from the reference's state ``k``, for
   every ``k``; its loss, gradients and correct count at ``k`` and its state after the step
   (parameters and optimizer state) must agree with the reference's. A wrong derivative or a
-  wrong update fails at step 0 or 1 in every dtype, with no accumulated drift.
+  wrong update fails at step 0 or 1 in every dtype, with no accumulated drift. The state a
+  step records at ``k`` must be the state it was given, exactly (folded into the state's
+  synced comparison), so a record one step off fails in every dtype. Every training framework
+  also steps from each of its own states: its training loop must agree with its ``step``.
 * **Oracles**: every framework's gradient passes the Taylor test and its library's
   finite-difference check at a few of the reference's states (``compare.oracle``).
 * **Precision switches**: no framework's precision switches change during the run.
@@ -361,6 +364,9 @@ class _Judge:
             dtype, largest_batch, input_scale, problem.network.widths
         )
         self.accumulators: dict[tuple[str, str, str], agreement.SeriesAccumulator] = {}
+        # (framework, against, state quantity) -> a step's recorded state against the state it
+        # was given; folded into the synced next-state comparison of that quantity.
+        self.given: dict[tuple[str, str, str], agreement.SeriesAccumulator] = {}
         floats = [q for q in quantities.records_at_state(problem) if not quantities.is_exact(q)]
         self.scales = {q: agreement.RunningMax() for q in floats}
         self.own_running = {
@@ -418,14 +424,16 @@ class _Judge:
         self.nonfinite[framework].add(steps, records, self.watched)
         self.loss_bins[framework].add(steps, records["loss"])
         if self.plan.synced:
-            # The framework's own running maxima, for the step from its own states.
-            self.own_scales[framework] = (
-                steps,
-                {
-                    q: running.update(records[q])
-                    for q, running in self.own_running[framework].items()
-                },
-            )
+            # The framework's own running maxima, for the step from its own states (the
+            # previous chunk's last state kept: the first own step may start there).
+            running = {
+                q: tracker.update(records[q]) for q, tracker in self.own_running[framework].items()
+            }
+            previous = self.own_scales.get(framework)
+            if previous is not None and len(previous[0]):
+                steps = np.concatenate([previous[0][-1:], steps])
+                running = {q: np.concatenate([previous[1][q][-1:], v]) for q, v in running.items()}
+            self.own_scales[framework] = (steps, running)
         if len(steps) and steps[-1] == self.plan.steps:
             self.final_loss[framework] = float(records["loss"][-1])
         if self.kept is not None:
@@ -485,6 +493,14 @@ class _Judge:
     ) -> None:
         """One step's records at state ``k`` against ``against``'s records at ``k``."""
         batches = self.problem.batches
+        for q in self.problem.state_names():
+            # The state a step records at k is the state it was given, exactly, in every dtype
+            # (the given state is already a number of the dtype): a step that records another
+            # state (one step off) fails here even where one update is below the tolerance.
+            key = (framework, against, q)
+            if key not in self.given:
+                self.given[key] = agreement.SeriesAccumulator(self.dtype, self.plan.steps)
+            self.given[key].add(steps, actual[q], expected[q], 0.0, 0.0)
         for q in quantities.records_at_state(self.problem):
             rule = self._rule("synced", q)
             exact = quantities.is_exact(q)
@@ -553,6 +569,10 @@ class _Judge:
         self, mode: str, framework: str, against: str, quantity: str, gating: bool
     ) -> Comparison:
         accumulator = self.accumulators[(mode, framework, against, quantity)]
+        facts = accumulator.facts()
+        given = self.given.get((framework, against, quantity)) if mode == SYNCED else None
+        if given is not None:
+            facts = agreement.merge_facts(facts, given.facts())
         if quantities.is_exact(quantity):
             rtol = 0.0
         elif mode == INDEPENDENT:
@@ -568,7 +588,7 @@ class _Judge:
             quantity=quantity,
             rtol=rtol,
             gating=gating,
-            **accumulator.facts(),
+            **facts,
         )
 
     def _gating(self, mode: str, quantity: str) -> bool:

@@ -13,8 +13,8 @@ loads the data, so each framework's import overlaps scikit-learn's. Then ``run``
 * for every reference state ``k`` each other framework runs one full ``step`` from it in its
   worker (batched over a chunk's states), and its records at ``k`` and its state ``k + 1`` are
   compared with the reference's (synced mode); a worker serves these jobs while it trains;
-* every training worker also steps from its own first states of each chunk, so a bug in its
-  training loop alone (not in its ``step``) shows at step 1 (mode synced or both);
+* every training worker also steps from each of its own states (mode synced or both), so a bug
+  in its training loop alone (not in its ``step``) shows at the first state it touches;
 * the gradient oracles run in every worker at a few of the reference's states;
 * flow control bounds memory: a worker may compute only up to a credit limit the harness
   raises as comparisons finish, so no framework runs more than a few chunks ahead of the
@@ -58,8 +58,9 @@ MAX_CHUNK = 500
 #: How many chunks a worker may run ahead of the slowest comparison that needs its records.
 WINDOW_CHUNKS = 3
 
-#: Copies of a chunk alive at once: the implementation's, the pickle in the pipe, the harness's.
-CHUNK_COPIES = 3
+#: Copies of a chunk alive at once: the implementation's, the pickle in the pipe, the harness's,
+#: and the records and next states of the worker's steps from its own states, sent with it.
+CHUNK_COPIES = 4
 
 #: Memory of a worker process before any record (an imported framework: torch and JAX take a
 #: few hundred MB; NumPy far less).
@@ -551,6 +552,7 @@ class _Session:
         self.trained: set[str] = set()
         self.closed: set[str] = set()
         self.credit: dict[str, int] = {}
+        self.own_previous: dict[str, tuple[int, dict]] = {}
         self.state_names = plan.problem.state_names()
         self.peak_reference_states = 0
         self.peak_pending_states = 0
@@ -608,6 +610,8 @@ class _Session:
                 self._framework_chunk(name, chunk)
             if stepped is not None:
                 self._own_steps(name, chunk, *stepped)
+            if self.plan.synced:
+                self._remember_last(name, chunk)
             self._advance()
         elif kind == "synced":
             self._synced_result(name, *message[1:])
@@ -678,11 +682,23 @@ class _Session:
         self, name: str, chunk: _Chunk, steps: np.ndarray, records: dict, next_states: dict
     ) -> None:
         steps = np.asarray(steps, dtype=np.int64)
-        at = np.searchsorted(chunk.steps, steps)
-        after = np.searchsorted(chunk.steps, steps + 1)
-        own = {q: v[at] for q, v in chunk.records.items()}
-        own_next = {q: v[after] for q, v in chunk.records.items()}
+        known_steps, known = chunk.steps, chunk.records
+        previous = self.own_previous.get(name)
+        if previous is not None and len(steps) and steps[0] == previous[0]:
+            # The worker stepped from the previous chunk's last state too (a chunk boundary).
+            known_steps = np.concatenate([[previous[0]], chunk.steps])
+            known = {q: np.concatenate([previous[1][q][None], v]) for q, v in known.items()}
+        at = np.searchsorted(known_steps, steps)
+        after = np.searchsorted(known_steps, steps + 1)
+        own = {q: v[at] for q, v in known.items()}
+        own_next = {q: v[after] for q, v in known.items()}
         self.consumer.own_step(name, steps, records, next_states, own, own_next)
+
+    def _remember_last(self, name: str, chunk: _Chunk) -> None:
+        """Keep a chunk's last state's records: the next chunk's own steps may start there."""
+        if len(chunk.steps):
+            last = int(chunk.steps[-1])
+            self.own_previous[name] = (last, {q: v[-1] for q, v in chunk.records.items()})
 
     def _synced_result(
         self, name: str, job: int, steps: np.ndarray, records: dict, next_states: dict

@@ -47,10 +47,6 @@ Send = Callable[[tuple], None]
 Receive = Callable[[bool], "tuple | None"]
 
 
-#: A training worker steps from this many of its own states per chunk (``Worker._own_step``).
-OWN_STEPS = 2
-
-
 class Stopped(Exception):
     """The harness asked the worker to stop (Ctrl-C or another worker's failure)."""
 
@@ -87,6 +83,9 @@ class Worker:
         self.X = self.Y = self.X_test = None
         self.options: dict = {}
         self._training = False
+        # The last kept state of the previous chunk (its step and state), stepped from with the
+        # next chunk, so that the own steps cover chunk boundaries too.
+        self._carry: tuple[int, dict[str, np.ndarray]] | None = None
 
     def serve(self) -> None:
         """Answer messages until ``close``."""
@@ -166,6 +165,7 @@ class Worker:
             self._send(("progress", int(done)))
 
         self._training = True
+        self._carry = None
         started = time.perf_counter()
         self.module.train(
             problem,
@@ -202,18 +202,32 @@ class Worker:
         self._send(("synced", job, steps, records, next_states))
 
     def _own_step(self, steps: np.ndarray, chunk: dict[str, np.ndarray]):
-        """One ``step`` from this framework's own first ``OWN_STEPS`` states of a chunk whose
-        next state is in the chunk too, or ``None``.
+        """One ``step`` from each of this framework's own states whose next state is recorded
+        (the previous chunk's last state included), or ``None``.
 
-        Its training loop and its ``step`` must agree: a bug in the loop alone (a stale
-        gradient, a missing ``zero_grad``) shows here at step 1, in every dtype.
+        Its training loop and its ``step`` must agree at every state: a bug in the loop alone
+        (a stale gradient, a missing ``zero_grad``, an update skipped every n-th step) shows
+        at the first state it touches, in every dtype.
+
+        Returns:
+            ``(steps, records, next_states)``; ``steps`` may start with the previous chunk's
+            last state (the harness keeps its records).
         """
-        consecutive = (steps[:-1] + 1 == steps[1:]) & (steps[:-1] < self.options["steps"])
-        positions = np.flatnonzero(consecutive)[:OWN_STEPS]
+        names = self.problem.state_names()
+        last = self.options["steps"]
+        states = {q: chunk[q] for q in names}
+        if self._carry is not None and len(steps) and self._carry[0] + 1 == steps[0]:
+            steps = np.concatenate([[self._carry[0]], steps])
+            states = {q: np.concatenate([self._carry[1][q][None], v]) for q, v in states.items()}
+        if len(steps):
+            self._carry = (int(steps[-1]), {q: v[-1] for q, v in states.items()})
+        consecutive = (steps[:-1] + 1 == steps[1:]) & (steps[:-1] < last)
+        positions = np.flatnonzero(consecutive)
         if positions.size == 0:
             return None
-        states = {q: chunk[q][positions] for q in self.problem.state_names()}
-        records, next_states = self._step(steps[positions], states)
+        records, next_states = self._step(
+            steps[positions], {q: v[positions] for q, v in states.items()}
+        )
         return steps[positions], records, next_states
 
     def _step(self, steps: np.ndarray, states: dict[str, np.ndarray]):

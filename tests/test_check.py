@@ -90,7 +90,8 @@ def test_identical_implementations_agree_on_everything():
         for c in result.comparisons
         if c.mode == "synced" and c.against == "numpy" and c.quantity == "weight:W1"
     )
-    assert w1.total == steps * 4 * 2, "every update's next state is compared"
+    # Every update's next state, and the state each step recorded against the one it was given.
+    assert w1.total == steps * 4 * 2 + (steps + 1) * 4 * 2, "every state is compared"
 
 
 def test_below_float64_drift_is_reported_and_the_synced_step_decides():
@@ -221,7 +222,9 @@ def test_record_every_compares_every_kth_state_and_the_one_after_it():
         for c in result.comparisons
         if c.mode == "synced" and c.against == "numpy" and c.quantity == "weight:W1"
     )
-    assert synced.total == 4 * 8, "synced steps from 0, 5, 10, 15 (20 is the last state)"
+    # Next states of the steps from 0, 5, 10, 15 (20 is the last state), and the recorded
+    # state of each step from 0, 5, 10, 15, 20 against the state it was given.
+    assert synced.total == 4 * 8 + 5 * 8
 
 
 def test_a_run_too_large_for_memory_is_refused_up_front(monkeypatch):

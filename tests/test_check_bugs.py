@@ -242,6 +242,34 @@ def test_a_bug_in_a_training_loop_alone_fails_its_own_step_at_step_1(dtype):
     assert not _failures(result), "the mutant's step() is honest; synced-from-reference passes"
 
 
+def step_recording_the_next_state():
+    """``step`` records the state after its update where the state it was given belongs."""
+    module = numpy_copy()
+    honest_step = module.step
+
+    def step(problem, states, X, Y, rows):
+        records, next_states = honest_step(problem, states, X, Y, rows)
+        return {**records, **{q: next_states[q] for q in problem.state_names()}}, next_states
+
+    module.step = step
+    return module
+
+
+@pytest.mark.parametrize("dtype", ["float64", *LOW_PRECISION])
+def test_a_step_recording_another_state_fails_at_step_0_in_every_dtype(dtype):
+    """A small learning rate keeps one update below a float16 weight's tolerance: only the
+    exact check of the recorded state against the given one can see the shift."""
+    if dtype == "bfloat16":
+        pytest.importorskip("ml_dtypes")
+    result = _run(Recipe(steps=6, dtype=dtype, lr=1e-3), step_recording_the_next_state())
+    assert result.verdict == "fail"
+    failed = _failures(result)
+    weights = [c for q, c in failed.items() if q.startswith("weight:")]
+    assert weights, f"no weight's synced comparison failed: {sorted(failed)}"
+    assert all(c.gating and c.max_abs > 0 for c in weights)
+    assert min(c.first_failing_step for c in weights) == 0
+
+
 def test_a_gradient_every_framework_shares_fails_the_oracles():
     shared = wrong_derivative()
     result = check(

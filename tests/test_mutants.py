@@ -232,12 +232,6 @@ def test_the_run_uses_the_check_with_oracles_by_default():
 # -- a finding about the engine, kept as a test that flips when it is fixed -----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compare.harness steps each framework from its own states only at the first "
-    "OWN_STEPS (2) states of a chunk, so a training-loop bug first showing at step 3 passes "
-    "below float64, where independent drift does not decide the verdict",
-)
 def test_a_training_loop_bug_showing_after_step_1_is_caught_in_float32():
     every_fourth = dataclasses.replace(
         mutants.get("skipped-updates"),
