@@ -210,7 +210,7 @@ LOSS_FORMULAS = {
     "mse": ("sum((A{n} - Y)^2) / (R O)", "2 (A{n} - Y) / (R O)"),
     "half-sse": ("sum((A{n} - Y)^2) / 2", "A{n} - Y"),
     "cross-entropy": ("-sum(Y log_softmax(A{n})) / R", "(softmax(A{n}) - Y) / R"),
-    "binary-cross-entropy": ("log(1 - A{n})", "(A{n} - Y) / max(A{n} (1 - A{n}), 1e-12)"),
+    "binary-cross-entropy": ("log1p(-A{n})", "(A{n} - Y) / max(A{n} (1 - A{n}), 1e-12)"),
 }
 OPTIMIZER_LINES = {
     "sgd": ("g (W1) = grad + weight_decay * p", "p_next (W1) = p - lr * g"),

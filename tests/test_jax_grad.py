@@ -75,7 +75,7 @@ def np_loss(name: str, A: np.ndarray, Y: np.ndarray) -> float:
         return -np.sum(Y * log_softmax) / R
     with np.errstate(divide="ignore"):
         log_a = np.maximum(np.log(A), BCE_LOG_FLOOR)
-        log_1a = np.maximum(np.log(1 - A), BCE_LOG_FLOOR)
+        log_1a = np.maximum(np.log1p(-A), BCE_LOG_FLOOR)
     return -np.sum(Y * log_a + (1 - Y) * log_1a) / (R * O)
 
 

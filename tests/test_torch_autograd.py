@@ -124,7 +124,7 @@ def one_layer_loss_and_grads(loss: str, W, b, X, Y):
         dL_dZ = (np.exp(log_softmax) - Y) / rows
     elif loss == "binary-cross-entropy":
         A = 1 / (1 + np.exp(-Z))
-        value = -(Y * np.log(A) + (1 - Y) * np.log(1 - A)).sum(axis=(-2, -1)) / (rows * outputs)
+        value = -(Y * np.log(A) + (1 - Y) * np.log1p(-A)).sum(axis=(-2, -1)) / (rows * outputs)
         dL_dZ = (A - Y) / (rows * outputs)  # the sigmoid's A (1 - A) cancels the log's
     else:
         divisor = {"half-mse": 2 * rows * outputs, "mse": rows * outputs, "half-sse": 2}[loss]
