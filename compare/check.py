@@ -657,11 +657,15 @@ class _Judge:
             }
             for name in plan.trainers
         }
+        any_bins = next(iter(self.loss_bins.values()))
         differences: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
         for (mode, framework, against, q), accumulator in self.accumulators.items():
             if not quantities.is_final(q):
-                differences.setdefault((mode, framework, against), {})[q] = accumulator.bins.values
-        any_bins = next(iter(self.loss_bins.values()))
+                # Series of steps (one fewer than states) are binned with their own width: read
+                # each at the bin holding the loss bins' first states, so all share one x axis.
+                values = accumulator.bins.values
+                at = np.minimum(any_bins.steps // accumulator.bins.width, len(values) - 1)
+                differences.setdefault((mode, framework, against), {})[q] = values[at]
         series = PlotSeries(
             steps=any_bins.steps,
             loss={name: bins.values for name, bins in self.loss_bins.items()},

@@ -98,3 +98,16 @@ def test_missing_matplotlib_exits_2_before_training(capsys, monkeypatch, tmp_pat
     assert cli.main([*RUN, "--plots", str(tmp_path / "plots")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "crosscheck[plots]" in error, error
+
+
+def test_a_run_longer_than_the_plot_bins_draws_every_plot(capsys, tmp_path):
+    # Over 1,000 states the series are binned; the per-state and per-step series (one fewer)
+    # (5,001 states: bins of 6; 5,000 steps: bins of 5)
+    # then have bins of different widths, which once crashed the default (both) mode's plots.
+    pytest.importorskip("torch")
+    honest = ["--frameworks", "numpy,torch", "--no-oracles"]
+    command = ["run", "--steps", "5000", *honest, "--plots", str(tmp_path)]
+    assert cli.main(command) == 0, capsys.readouterr().err
+    assert {"differences_synced.png", "differences_independent.png"} <= {
+        path.name for path in tmp_path.iterdir()
+    }
