@@ -428,7 +428,10 @@ def seed_record(seed: int, result, seconds: float) -> dict[str, Any]:
     errors: dict[str, dict[str, dict[str, Any]]] = {}
     failures = []
     for c in result.comparisons:
-        errors.setdefault(c.framework, {}).setdefault(c.mode, {})[c.quantity] = _json_number(
+        # A framework's steps from its own training states are compared with itself: keep them
+        # apart from its comparison with the reference.
+        mode = c.mode if c.against != c.framework else f"{c.mode} (own training)"
+        errors.setdefault(c.framework, {}).setdefault(mode, {})[c.quantity] = _json_number(
             float(c.max_abs)
         )
         if not c.passed:

@@ -409,3 +409,23 @@ def test_report_refuses_to_overwrite_a_file_crosscheck_did_not_write(tmp_path, c
     status = main(["sweep", "--in-process", "--steps", "3", "--report", str(report)])
     assert status == 2 and "--force" in capsys.readouterr().err
     assert read(report) == {"mine": True}
+
+
+def test_a_seeds_errors_keep_own_training_steps_apart_from_the_reference_comparison():
+    from pathlib import Path
+
+    from compare.check import check
+
+    honest = str(Path(__file__).parent / "plugins" / "numpy_again.py")
+    result = check(Recipe(steps=5), frameworks=("numpy", honest), oracles=False, isolate=False)
+    record = sweeps.seed_record(0, result, 0.0)
+    name = next(c.framework for c in result.comparisons if c.framework != "numpy")
+    against_reference = {
+        c.quantity: c.max_abs
+        for c in result.comparisons
+        if c.framework == name and c.mode == "synced" and c.against == "numpy"
+    }
+    assert against_reference, "the honest copy has synced comparisons with numpy"
+    for quantity, value in against_reference.items():
+        assert record["errors"][name]["synced"][quantity] == value, quantity
+    assert "synced (own training)" in record["errors"][name]
