@@ -8,7 +8,9 @@ import copy
 import functools
 import io
 import math
+import os
 import re
+from unittest import mock
 
 import pytest
 from teaching_helpers import wrong_learning_rate
@@ -29,7 +31,13 @@ def example_output(name: str, oracles: bool = False) -> tuple[int, str]:
     but show no number of the table, and take seconds)."""
     out, err = io.StringIO(), io.StringIO()
     options = [] if oracles else ["--no-oracles"]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    # The tables as a 120-column log shows them (under xdist a worker's width can be narrower,
+    # and the tables then stack, which test_explain checks separately).
+    with (
+        mock.patch.dict(os.environ, {"COLUMNS": "120"}),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
         status = main(["example", name, "--in-process", *options])
     assert not err.getvalue(), err.getvalue()
     return status, out.getvalue()
