@@ -130,6 +130,17 @@ class CheckResult:
         return self.verdict == "pass"
 
     @property
+    def first_layer_saturation(self) -> float | None:
+        """The share of first-layer pre-activations, at the initial parameters on the training
+        rows, where the activation is saturated (``data.first_layer_saturation``): large on
+        unscaled data, where gradients vanish and 16-bit runs flush them. ``None`` for an
+        activation that does not saturate on both sides."""
+        params = weights.initial_params(self.recipe, self.network)
+        return data.first_layer_saturation(
+            self.dataset.X_train, params["W1"], params.get("b1"), self.network.activations[0]
+        )
+
+    @property
     def first_failure(self) -> Comparison | None:
         """The failing comparison that decides the verdict and fails earliest.
 

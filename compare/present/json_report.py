@@ -110,6 +110,7 @@ def to_json(result, environment: dict[str, str | None]) -> dict[str, Any]:
             }
         ),
         "workers": dict(result.workers),
+        "first_layer_saturation": result.first_layer_saturation,
         "oracles": {
             framework: [json_ready(dataclasses.asdict(oracle)) for oracle in oracles]
             for framework, oracles in result.precision.oracles.items()

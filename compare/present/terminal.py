@@ -73,6 +73,11 @@ def render_check(console: Console, result, command: str = "crosscheck run") -> N
     render_verdict(console, result)
 
 
+#: From this share of saturated first-layer pre-activations on, the report suggests
+#: ``--standardize``.
+SATURATION_NOTE = 0.5
+
+
 def render_report(console: Console, result, command: str = "crosscheck run") -> None:
     """Print everything but the verdict line: the recipe, the models, the tables, the facts.
 
@@ -191,6 +196,13 @@ def render_precision(console: Console, result) -> None:
         console.print(f"Non-finite values (NaN/Inf) first appear: {where}; {agree}.")
     else:
         console.print("Non-finite values: none in any framework.")
+    saturation = result.first_layer_saturation
+    if saturation is not None and saturation >= SATURATION_NOTE and not result.recipe.standardize:
+        console.print(
+            f"Note: {saturation:.0%} of the first layer's inputs Z1 saturate "
+            f"{result.network.activations[0]} at the initial weights (unscaled data): "
+            "gradients there vanish; --standardize scales the inputs."
+        )
     render_near_ties(console, result)
     render_oracles(console, facts.oracles)
     for name, switches in facts.environment.items():
