@@ -556,15 +556,20 @@ def load_file(path: str | os.PathLike) -> Recipe:
         document = document["recipe"]
     if not isinstance(document, dict):
         raise RecipeError(f"recipe file {str(path)!r} must hold a table of sections")
-    folder = path.resolve().parent
-    for section, key in (("data", "path"), ("data", "test_path"), ("init", _INIT_FILE_KEY)):
-        content = document.get(section)
-        if isinstance(content, dict) and isinstance(content.get(key), str) and content[key]:
-            content[key] = os.path.normpath(folder / Path(content[key]).expanduser())
+    resolve_paths(document, path.resolve().parent)
     try:
         return Recipe.from_dict(document)
     except RecipeError as error:
         raise RecipeError(f"{path.name}: {error}") from None
+
+
+def resolve_paths(document: dict, folder: Path) -> None:
+    """Make the files a recipe document names (``[data] path``, ``test_path``, ``[init] file``)
+    absolute, relative to ``folder`` (the recipe file's): in place."""
+    for section, key in (("data", "path"), ("data", "test_path"), ("init", _INIT_FILE_KEY)):
+        content = document.get(section)
+        if isinstance(content, dict) and isinstance(content.get(key), str) and content[key]:
+            content[key] = os.path.normpath(folder / Path(content[key]).expanduser())
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 
 from compare import tolerances
-from compare.recipe import Recipe, RecipeError
+from compare.jsonable import json_number, json_ready
+from compare.recipe import Recipe, RecipeError, resolve_paths
 
 #: Identifies a sweep report (``--report``), and lets a later sweep resume from it.
 SCHEMA = "crosscheck.sweep/1"
@@ -191,7 +192,7 @@ def recipe_identity(recipe: Recipe) -> str:
 def recipe_document(recipe: Recipe) -> dict[str, Any]:
     """``recipe.to_dict()`` without ``[init] seed``, JSON-ready: a cell's recipe in a report
     (itself a valid recipe file; each seed is the ``init_seed``)."""
-    document = _json_ready(recipe.to_dict())
+    document = json_ready(recipe.to_dict())
     document["init"].pop("seed", None)
     return document
 
@@ -325,7 +326,7 @@ def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
     grid = table.get("grid", {})
     if not isinstance(grid, dict):
         raise SweepError(f"{path.name}: [sweep.grid] must be a table of field = [values]")
-    _resolve_recipe_paths(document, path.resolve().parent)
+    resolve_paths(document, path.resolve().parent)
     try:
         base = Recipe.from_dict(document)
     except RecipeError as error:
@@ -337,14 +338,6 @@ def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
     if "seeds" in table:
         loaded["seeds"] = table["seeds"]
     return loaded
-
-
-def _resolve_recipe_paths(document: dict, folder: Path) -> None:
-    # The same rule as compare.recipe.load_file: a recipe's files sit beside the recipe.
-    for section, key in (("data", "path"), ("data", "test_path"), ("init", "file")):
-        content = document.get(section)
-        if isinstance(content, dict) and isinstance(content.get(key), str) and content[key]:
-            content[key] = os.path.normpath(folder / Path(content[key]).expanduser())
 
 
 # -- one cell: the checks and their records ----------------------------------------------------
@@ -431,7 +424,7 @@ def seed_record(seed: int, result, seconds: float) -> dict[str, Any]:
         # A framework's steps from its own training states are compared with itself: keep them
         # apart from its comparison with the reference.
         mode = c.mode if c.against != c.framework else f"{c.mode} (own training)"
-        errors.setdefault(c.framework, {}).setdefault(mode, {})[c.quantity] = _json_number(
+        errors.setdefault(c.framework, {}).setdefault(mode, {})[c.quantity] = json_number(
             float(c.max_abs)
         )
         if not c.passed:
@@ -459,7 +452,7 @@ def seed_record(seed: int, result, seconds: float) -> dict[str, Any]:
         "prediction_differences": differences,
         "summaries": {
             name: {
-                key: _json_number(float(value))
+                key: json_number(float(value))
                 for key, value in summary.items()
                 if key in ("final_loss", "train_accuracy", "test_accuracy")
             }
@@ -475,7 +468,7 @@ def _comparison_facts(c) -> dict[str, Any]:
         "mode": c.mode,
         "quantity": c.quantity,
         "first_failing_step": c.first_failing_step,
-        "max_abs": _json_number(float(c.max_abs)),
+        "max_abs": json_number(float(c.max_abs)),
         "mismatched": int(c.mismatched),
         "total": int(c.total),
         "gating": bool(c.gating),
@@ -600,7 +593,7 @@ class SweepResult:
             "index": cell.index,
             "id": cell.identity,
             "label": cell.label,
-            "changes": {name: _json_ready(value) for name, value in cell.changes},
+            "changes": {name: json_ready(value) for name, value in cell.changes},
             "recipe": recipe_document(cell.recipe),
             "verdict": self.cell_verdict(cell),
             "seeds": {
@@ -623,7 +616,7 @@ class SweepResult:
             "verdict": self.verdict,
             "settings": sweep.settings.to_dict(),
             "base_recipe": recipe_document(sweep.base),
-            "grid": {name: [_json_ready(v) for v in values] for name, values in sweep.grid},
+            "grid": {name: [json_ready(v) for v in values] for name, values in sweep.grid},
             "seeds": list(sweep.seeds),
             "cells_total": len(self.cells),
             "cells_passed": sum(self.cell_verdict(cell) == "pass" for cell in self.cells),
@@ -892,9 +885,9 @@ def summarize_cell(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         facts = distribution(values)
         medians[(framework, mode, quantity)] = facts["median"]
         errors.setdefault(framework, {}).setdefault(mode, {})[quantity] = {
-            "max": _json_number(float(values[worst])),
+            "max": json_number(float(values[worst])),
             "worst_seed": points[worst][0],
-            **{key: _json_number(facts[key]) for key in ("min", "median", "p90")},
+            **{key: json_number(facts[key]) for key in ("min", "median", "p90")},
             "failed_seeds": failed.get((framework, mode, quantity), []),
             "histogram": facts["histogram"],
         }
@@ -982,9 +975,9 @@ def worst_seeds(
                 "framework": framework,
                 "mode": mode,
                 "quantity": quantity,
-                "max_abs": _json_number(value),
-                "median": None if where is None else _json_number(medians[where]),
-                "times_median": _json_number(ratio),
+                "max_abs": json_number(value),
+                "median": None if where is None else json_number(medians[where]),
+                "times_median": json_number(ratio),
             }
         )
     return chosen
@@ -1031,22 +1024,3 @@ def _value_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _json_number(value: float) -> float | str:
-    """A float for JSON, which has no NaN or infinity: those as the strings ``"nan"``,
-    ``"inf"``, ``"-inf"`` (``float()`` reads them back)."""
-    return value if math.isfinite(value) else str(value)
-
-
-def _json_ready(value: Any) -> Any:
-    """Tuples as lists, NumPy scalars as Python numbers, non-finite floats as strings."""
-    if isinstance(value, Mapping):
-        return {str(key): _json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return _json_number(value)
-    return value

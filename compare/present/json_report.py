@@ -17,33 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any
 
 from compare.agreement import Comparison
+from compare.jsonable import json_number, json_ready
 from compare.present import text
 
 #: Identifies a report file (and lets ``--report`` replace only its own earlier reports).
 SCHEMA = "crosscheck.report/1"
-
-
-def json_number(value: float) -> float | str:
-    """``value``, or its name when JSON cannot hold it (NaN, infinities)."""
-    return value if math.isfinite(value) else str(value)
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with tuples as lists, NumPy scalars as Python numbers and every non-finite
-    float as a string."""
-    if isinstance(value, dict):
-        return {str(key): json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(item) for item in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()  # a NumPy scalar
-    if isinstance(value, float):
-        return json_number(value)
-    return value
 
 
 def comparison(c: Comparison) -> dict[str, Any]:
