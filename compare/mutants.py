@@ -130,7 +130,7 @@ SQUARE_WHY = "hidden width 3 makes W2 square (3x3), the only shape where this bu
 NUMPY_MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="loss-typo",
-        description="the tutorial's typo: (A - Y) * 2 for (A - Y) ** 2 in the half-MSE loss",
+        description="a one-character typo: (A - Y) * 2 for (A - Y) ** 2 in the half-MSE loss",
         framework="numpy",
         find="return np.sum((A - Y) ** 2, axis=(-2, -1)) / (2 * rows * outputs)",
         replace="return np.sum((A - Y) * 2, axis=(-2, -1)) / (2 * rows * outputs)",
