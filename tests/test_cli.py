@@ -337,3 +337,26 @@ def test_ctrl_c_stops_a_long_run_within_seconds_and_writes_nothing(tmp_path):
     assert waited < 5, f"Ctrl-C took {waited:.1f} s to stop the run"
     assert err.strip().splitlines()[-1] == "crosscheck: interrupted", err
     assert list(tmp_path.iterdir()) == [], "an interrupted run must leave no output"
+
+
+def test_an_internal_error_is_exit_3_with_one_line_and_the_traceback_only_on_request(
+    capsys, tmp_path, monkeypatch
+):
+    from compare.present import plots
+
+    def broken(result, folder):
+        raise RuntimeError("the plot library broke")
+
+    monkeypatch.setattr(plots, "write", broken)
+    monkeypatch.delenv("CROSSCHECK_TRACEBACK", raising=False)
+    argv = (*QUICK, "--frameworks", f"numpy,{AGAIN}", "--plots", str(tmp_path / "plots"))
+    code, _, err = _run(capsys, *argv)
+    assert code == 3
+    assert err.strip().splitlines() == [
+        "crosscheck: internal error: RuntimeError: the plot library broke (a bug: "
+        "CROSSCHECK_TRACEBACK=1 shows the traceback for a report)"
+    ]
+    monkeypatch.setenv("CROSSCHECK_TRACEBACK", "1")
+    code, _, err = _run(capsys, *argv)
+    assert code == 3
+    assert err.startswith("Traceback (most recent call last):") and "broken" in err

@@ -8,7 +8,9 @@ Exit statuses (the README's table):
 * 2: bad input, an output that cannot be written, a framework that is not installed, a plugin
   that fails to import or breaks the contract, a run refused as too large; one line on
   standard error, never a traceback, and nothing trained;
-* 3: a framework crashed in its worker (its last error line is shown);
+* 3: a framework crashed in its worker (its last error line is shown), or crosscheck itself
+  failed (an internal error: one line naming the error; ``CROSSCHECK_TRACEBACK=1`` prints the
+  traceback for a bug report);
 * 130: interrupted (Ctrl-C); no output file is left half-written.
 
 A command is a module ``compare.cli.<name>`` (``COMMANDS``) with ``register(commands)``: it adds
@@ -22,7 +24,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from importlib import metadata
 
@@ -127,3 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("crosscheck: interrupted", file=sys.stderr)
         return options.Exit.INTERRUPTED
+    except Exception as error:  # a bug in crosscheck (or a library it calls), not the input
+        if os.environ.get("CROSSCHECK_TRACEBACK"):
+            traceback.print_exc()
+        print(
+            f"crosscheck: internal error: {type(error).__name__}: {one_line(error)} "
+            "(a bug: CROSSCHECK_TRACEBACK=1 shows the traceback for a report)",
+            file=sys.stderr,
+        )
+        return options.Exit.CRASHED
