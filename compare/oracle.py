@@ -17,6 +17,15 @@ framework's gradient against its own loss, in float64, at a few of the reference
   step balances truncation against rounding, and the threshold is a safety factor times the
   error that step implies (``compare.tolerances.finite_difference_plan``). Both are recorded.
 
+Where the contract's gradient is by convention not the derivative of the loss, neither test
+can judge it, and both are reported inconclusive with the reason and the count, never passed
+or failed: binary cross-entropy's derivative is torch's ``(A - Y) / max(A (1 - A), 1e-12)``,
+which departs from the clamped loss's derivative at an output whose ``A (1 - A)`` is below
+the floor (the clamp of the logs binds only there too). Such an output at any point the
+Taylor test visits (up to ``TAYLOR_FIRST_STEP`` along its direction) makes the check
+inconclusive (``convention_departures``); everywhere else a wrong gradient still fails. The
+synced step still compares that gradient with the reference's at every step.
+
 This module runs where the framework lives, inside ``compare.worker``; it imports no framework
 (each implementation imports its own checker).
 """
@@ -31,7 +40,7 @@ from types import ModuleType
 import numpy as np
 
 from compare import tolerances
-from implementations.contract import Params, Problem, grad_quantity
+from implementations.contract import BCE_GRAD_EPS, Params, Problem, grad_quantity
 
 #: Step sizes of the Taylor test: ``TAYLOR_FIRST_STEP`` halved ``TAYLOR_HALVINGS`` times.
 TAYLOR_FIRST_STEP = 1e-2
@@ -68,9 +77,12 @@ class OracleResult:
             Taylor test the smallest accepted order.
         error: The checker's error (the observed order for the Taylor test), or ``None``.
         passed: Whether the gradient passed.
-        inconclusive: The Taylor test found too few steps above the rounding floor.
+        inconclusive: Nothing could be judged (``reason`` says why); counts as passed.
         detail: The checker's own line, if any.
-        facts: Supporting numbers (orders and remainders; curvature, truncation, rounding).
+        facts: Supporting numbers (orders and remainders; curvature, truncation, rounding;
+            ``convention_departures``, the outputs where the loss's derivative is by convention
+            not the contract's gradient).
+        reason: Why the check is inconclusive (empty when it is not).
     """
 
     framework: str
@@ -83,6 +95,20 @@ class OracleResult:
     inconclusive: bool = False
     detail: str = ""
     facts: dict[str, object] = field(default_factory=dict)
+    reason: str = ""
+
+
+#: Why the Taylor test is inconclusive on a flat or saturated network.
+ROUNDING_FLOOR_REASON = "the remainder sits at the rounding floor"
+
+
+def departure_reason(count: int) -> str:
+    """Why a check at ``count`` departing outputs is inconclusive, in one phrase."""
+    return (
+        f"binary cross-entropy's gradient is by convention not the loss's derivative at {count} "
+        f"output{'s' if count != 1 else ''} within the checked steps (A (1 - A) below the "
+        "1e-12 floor of torch's backward, where the logs' -100 clamp binds too)"
+    )
 
 
 def _sizes(problem: Problem) -> dict[str, tuple[int, ...]]:
@@ -147,10 +173,9 @@ def taylor_test(
         faster than ``h^2`` is a loss without curvature along ``v``, not a wrong gradient).
     """
     problem64 = dataclasses.replace(problem, dtype="float64")
-    w = flatten(problem, params)
     v = direction(problem)
-    hs = TAYLOR_FIRST_STEP * 0.5 ** np.arange(TAYLOR_HALVINGS + 1)
-    losses, grads = _evaluate(module, problem64, np.vstack([w, w + hs[:, None] * v]), X, Y)
+    hs = taylor_steps()
+    losses, grads = _evaluate(module, problem64, taylor_points(problem, params), X, Y)
     slope = float(grads[0] @ v)
     remainders = np.abs(losses[1:] - losses[0] - hs * slope)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -172,6 +197,39 @@ def taylor_test(
         "loss": float(losses[0]),
         "largest_gradient": float(np.max(np.abs(grads[0]), initial=0.0)),
     }
+
+
+def taylor_steps() -> np.ndarray:
+    """The Taylor test's steps ``h``: ``TAYLOR_FIRST_STEP`` halved ``TAYLOR_HALVINGS`` times."""
+    return TAYLOR_FIRST_STEP * 0.5 ** np.arange(TAYLOR_HALVINGS + 1)
+
+
+def taylor_points(problem: Problem, params: Params) -> np.ndarray:
+    """``(TAYLOR_HALVINGS + 2, size)``: the checked point ``w``, then every ``w + h v`` the
+    Taylor test visits."""
+    w = flatten(problem, params)
+    return np.vstack([w, w + taylor_steps()[:, None] * direction(problem)])
+
+
+def convention_departures(
+    module: ModuleType, problem: Problem, points: np.ndarray, X: np.ndarray
+) -> np.ndarray:
+    """``(R, O)`` bool: the outputs where the contract's gradient is, by convention, not the
+    derivative of the loss at any of ``points`` ``(P, size)`` (all ``False`` for other losses).
+
+    Binary cross-entropy's derivative is ``(A - Y) / max(A (1 - A), BCE_GRAD_EPS)``: the
+    unclamped loss's derivative, floored. It departs from the derivative of the (clamped) loss
+    exactly where the floor binds; the logs' clamp at -100 binds only at ``A < e^-100`` or
+    ``1 - A < e^-100``, inside that region. The outputs are the implementation's own
+    ``predict`` in float64, where the oracles run.
+    """
+    if problem.network.loss != "binary-cross-entropy":
+        return np.zeros((len(X), problem.network.widths[-1]), dtype=bool)
+    problem64 = dataclasses.replace(problem, dtype="float64")
+    outputs = np.asarray(module.predict(problem64, unflatten(problem, points), X), np.float64)
+    with np.errstate(invalid="ignore"):
+        below = (1 - outputs) * outputs < BCE_GRAD_EPS
+    return below.any(axis=0)
 
 
 def curvature(module: ModuleType, problem: Problem, params: Params, X, Y) -> float:
@@ -219,6 +277,10 @@ def check(
         Y: Training targets.
     """
     taylor = taylor_test(module, problem, params, X, Y)
+    departing = convention_departures(module, problem, taylor_points(problem, params), X)
+    departures = int(departing.sum())
+    reason = ROUNDING_FLOOR_REASON if taylor["inconclusive"] else ""
+    reason = departure_reason(departures) if departures else reason
     results = [
         OracleResult(
             framework=framework,
@@ -227,15 +289,20 @@ def check(
             step=None,
             threshold=2.0 - tolerances.TAYLOR_ORDER_TOLERANCE,
             error=None if math.isnan(taylor["observed_order"]) else taylor["observed_order"],
-            passed=taylor["passed"],
-            inconclusive=taylor["inconclusive"],
-            facts={k: taylor[k] for k in ("steps", "remainders", "orders")},
+            passed=taylor["passed"] or bool(departures),
+            inconclusive=taylor["inconclusive"] or bool(departures),
+            facts={
+                **{k: taylor[k] for k in ("steps", "remainders", "orders")},
+                "convention_departures": departures,
+            },
+            reason=reason,
         )
     ]
     gradient_check = getattr(module, "gradient_check", None)
     if gradient_check is None or not math.isfinite(taylor["loss"]):
         return results
     rows = checker_rows(len(X))
+    departures = int(departing[rows].sum())
     X, Y = np.asarray(X)[rows], np.asarray(Y)[rows]
     problem64 = dataclasses.replace(problem, dtype="float64")
     losses, grads = _evaluate(module, problem64, flatten(problem, params)[None], X, Y)
@@ -255,7 +322,8 @@ def check(
             step=plan["step"],
             threshold=plan["atol"] + plan["rtol"] * largest,
             error=None if error is None else float(error),
-            passed=bool(found["passed"]),
+            passed=bool(found["passed"]) or bool(departures),
+            inconclusive=bool(departures),
             detail=str(found.get("detail", "")),
             facts={
                 "atol": plan["atol"],
@@ -264,7 +332,9 @@ def check(
                 "truncation": plan["truncation"],
                 "rounding": plan["rounding"],
                 "rows": len(rows),
+                "convention_departures": departures,
             },
+            reason=departure_reason(departures) if departures else "",
         )
     )
     return results

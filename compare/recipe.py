@@ -393,6 +393,20 @@ class Recipe:
                 f"eps {self.eps:g} is below float16's smallest normal number ({FLOAT16_TINY:.1e}),"
                 " so Adam can divide by zero: give --eps 1e-4 or more, or compute in float32"
             )
+        if self.dtype == "float16" and self.loss == "binary-cross-entropy":
+            # The contract's derivative (A - Y) / max(A (1 - A), 1e-12) needs a floor float16
+            # cannot hold: 1e-12 rounds to 0, so wherever a sigmoid output rounds to exactly 1
+            # (z above 8.3) or 0 (z below -17) it divides by zero, and frameworks overflow to inf
+            # or NaN each in their own way. torch refuses it too: its amp docs ("Prefer
+            # binary_cross_entropy_with_logits over binary_cross_entropy") say that
+            # binary_cross_entropy and BCELoss raise an error in autocast regions, because their
+            # backward can produce gradients that float16 cannot represent.
+            raise RecipeError(
+                "binary-cross-entropy cannot be computed in float16: its derivative "
+                "(A - Y) / max(A (1 - A), 1e-12) divides by zero wherever a sigmoid output "
+                "rounds to 0 or 1 (1e-12 is 0 in float16), and torch's autocast refuses BCELoss "
+                "in float16 for that reason; compute in float32 or bfloat16"
+            )
 
     # -- what the recipe builds ---------------------------------------------------------------
 

@@ -31,6 +31,10 @@ updates with ``chunk=CHUNK``):
   rule.
 * **Independent points**: training point 0 beside a different point 1 gives point 0 the same
   numbers, to one pass's rounding (the synced rule).
+* **Saturated binary cross-entropy** (``check_saturated``, float64, float32 and bfloat16 where
+  supported): ``loss_and_grads`` where sigmoid outputs sit below the derivative's floor and
+  the log's clamp, against the reference: the derivative there is the contract's convention,
+  not autodiff's.
 * Once per implementation (float64), the optional functions it defines:
   ``precision_environment`` returns a dict, the oracles pass (``compare.oracle.check``: the
   Taylor test and the implementation's ``gradient_check``), and ``autodiff_view``'s loss and
@@ -101,6 +105,7 @@ class Case:
         dtype: The compute dtype.
         batch_size: Rows per batch (0: full batch).
         full: Whether training is compared too (float64), else the synced step only.
+        title: Names a case outside the numbered list (default: ``"case <number>"``).
     """
 
     number: int
@@ -109,6 +114,7 @@ class Case:
     dtype: str
     batch_size: int
     full: bool = True
+    title: str = ""
 
     def problem(self) -> Problem:
         """The contract's problem of this case."""
@@ -129,7 +135,8 @@ class Case:
         settings.append(f"weight_decay={rule.weight_decay:g}")
         batches = f"batches of {self.batch_size}" if self.batch_size else "full batch"
         return (
-            f"case {self.number}: {self.network.describe()}; {rule.name} ({', '.join(settings)}); "
+            f"{self.title or f'case {self.number}'}: {self.network.describe()}; "
+            f"{rule.name} ({', '.join(settings)}); "
             f"{self.dtype}; {batches}"
         )
 
@@ -712,6 +719,62 @@ def check_case(
             _raise_first(label, case, _independence(runner, case, actual, X, Y))
 
 
+#: Dtypes the saturated binary cross-entropy case runs in: float16 cannot hold its outputs
+#: (``exp(-30)`` underflows to 0) nor the derivative's floor (1e-12 rounds to 0 there).
+SATURATED_DTYPES = ("float64", "float32", "bfloat16")
+
+
+def saturated_binary_cross_entropy() -> tuple[Network, dict, np.ndarray, np.ndarray]:
+    """A one-layer sigmoid network whose outputs saturate, for the BCE derivative's convention.
+
+    ``Z = X @ W`` takes the values ``s * (-1, 0.1, -0.2)`` (rolled per row), ``s`` in 1, 30 and
+    120, and each row's target is its most negative output: confidently wrong outputs at
+    ``A = 9.4e-14`` (``A (1 - A) < 1e-12``: the contract's floor binds) and ``A = 7.7e-53``
+    (``log A < -100``: the clamp binds too), beside ordinary ones. The outputs near 0 are held
+    exactly in every dtype here, so honest implementations agree to their rounding; none lie
+    near 1, where ``1 - A`` is a few ulps and one rounding of ``A`` moves the derivative by
+    tens of percent.
+
+    Returns:
+        ``(network, params with a point axis of 1, X (12, 4), Y (12, 3))``.
+    """
+    network = Network((WIDTHS[0], WIDTHS[-1]), ("sigmoid",), loss="binary-cross-entropy")
+    pattern = np.array([-1.0, 0.1, -0.2])
+    W = np.stack([np.roll(pattern, shift) for shift in range(WIDTHS[0])])
+    X = np.zeros((ROWS, WIDTHS[0]))
+    X[np.arange(ROWS), np.arange(ROWS) % WIDTHS[0]] = np.repeat([1.0, 30.0, 120.0], WIDTHS[0])
+    Y = np.eye(WIDTHS[-1])[np.argmin(W[np.arange(ROWS) % WIDTHS[0]], axis=1)]
+    return network, {"W1": W[None]}, X, Y
+
+
+def check_saturated(module: object, label: str, dtype: str, reference: object) -> None:
+    """``loss_and_grads`` at saturated sigmoid outputs (``saturated_binary_cross_entropy``)
+    against the reference, under the synced rule: the derivative is the contract's
+    ``(A - Y) / max(A (1 - A), 1e-12)`` with the logs' clamps not differentiated (autodiff of
+    the clamped loss gives ``dL/dW`` 9 times too large here)."""
+    network, params, X, Y = saturated_binary_cross_entropy()
+    case = Case(0, network, Optimizer("sgd", lr=0.5), dtype, 0, full=False, title="saturated case")
+    runner = _Runner(module, label, case)
+    losses, grads = runner.call("loss_and_grads", runner.problem, params, X, Y)
+    expected_losses, expected_grads = reference.loss_and_grads(runner.problem, params, X, Y)
+    rule = tolerances.synced(dtype, ROWS)
+    pairs = [("loss", losses, expected_losses)]
+    pairs += [(name, grads[name], expected_grads[name]) for name in expected_grads]
+    found = [
+        first_disagreement(
+            "loss_and_grads at saturated outputs",
+            name,
+            np.asarray(actual)[None],
+            np.asarray(expected)[None],
+            _allowed(rule, np.asarray(expected)[None], running=True),
+            [0],
+            order=order,
+        )
+        for order, (name, actual, expected) in enumerate(pairs)
+    ]
+    _raise_first(label, case, found)
+
+
 def check_optional(module: object, label: str, case: Case, reference: object) -> None:
     """Check the optional functions ``module`` defines, at one float64 point of ``case``."""
     runner = _Runner(module, label, case)
@@ -801,6 +864,10 @@ def check_implementation(
     run = cases(support, quick=quick)
     for case in run:
         check_case(module, label, case, reference)
+    if "binary-cross-entropy" in support.losses and "sigmoid" in support.activations:
+        for dtype in SATURATED_DTYPES:
+            if dtype in support.dtypes:
+                check_saturated(module, label, dtype, reference)
     full = [case for case in run if case.full]
     if full:
         check_optional(module, label, full[0], reference)

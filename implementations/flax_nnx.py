@@ -41,6 +41,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from implementations.contract import (  # noqa: E402
+    BCE_GRAD_EPS,
     BCE_LOG_FLOOR,
     LEAKY_RELU_SLOPE,
     Network,
@@ -106,12 +107,38 @@ class MLP(nnx.Module):
         return X
 
 
+@jax.custom_vjp
+def binary_cross_entropy_terms(A: jax.Array, Y: jax.Array) -> jax.Array:
+    """Each element's binary cross-entropy of probabilities ``A``, each log clamped below at -100
+    as torch's ``BCELoss`` does (``optax.sigmoid_binary_cross_entropy`` takes logits instead).
+
+    Its derivative is torch's, ``(A - Y) / max(A (1 - A), 1e-12)`` (the contract's), stated with
+    ``jax.custom_vjp``: autodiff of the clamped logs would give 0 where a clamp binds and an
+    unbounded ``1 / A`` where ``A (1 - A) < 1e-12``.
+    """
+    log_A = jnp.maximum(jnp.log(A), jnp.asarray(BCE_LOG_FLOOR, A.dtype))
+    log_not_A = jnp.maximum(jnp.log1p(-A), jnp.asarray(BCE_LOG_FLOOR, A.dtype))
+    return -(Y * log_A + (1 - Y) * log_not_A)
+
+
+def _bce_forward(A: jax.Array, Y: jax.Array):
+    return binary_cross_entropy_terms(A, Y), (A, Y)
+
+
+def _bce_backward(residuals, cotangent: jax.Array):
+    A, Y = residuals
+    floor = jnp.asarray(BCE_GRAD_EPS, A.dtype)
+    log_A = jnp.maximum(jnp.log(A), jnp.asarray(BCE_LOG_FLOOR, A.dtype))
+    log_not_A = jnp.maximum(jnp.log1p(-A), jnp.asarray(BCE_LOG_FLOOR, A.dtype))
+    return cotangent * (A - Y) / jnp.maximum((1 - A) * A, floor), cotangent * (log_not_A - log_A)
+
+
+binary_cross_entropy_terms.defvjp(_bce_forward, _bce_backward)
+
+
 def binary_cross_entropy(A: jax.Array, Y: jax.Array) -> jax.Array:
-    """Mean binary cross-entropy of probabilities ``A``, each log clamped below at -100 as
-    torch's ``BCELoss`` does (``optax.sigmoid_binary_cross_entropy`` takes logits instead)."""
-    log_A = jnp.maximum(jnp.log(A), BCE_LOG_FLOOR)
-    log_not_A = jnp.maximum(jnp.log1p(-A), BCE_LOG_FLOOR)
-    return -jnp.mean(Y * log_A + (1 - Y) * log_not_A)
+    """Mean binary cross-entropy of probabilities ``A`` (``binary_cross_entropy_terms``)."""
+    return jnp.mean(binary_cross_entropy_terms(A, Y))
 
 
 #: Loss name -> the loss of outputs ``A`` against targets ``Y`` (formulas in the contract).

@@ -48,6 +48,7 @@ import optax  # noqa: E402
 from jax.test_util import check_grads  # noqa: E402
 
 from implementations.contract import (  # noqa: E402
+    BCE_GRAD_EPS,
     BCE_LOG_FLOOR,
     DTYPES,
     LEAKY_RELU_SLOPE,
@@ -137,25 +138,46 @@ def forward(net: Network, params: Mapping[str, jax.Array], X: jax.Array) -> jax.
 
 
 def clamped_log(P: jax.Array) -> jax.Array:
-    """``max(log(P), BCE_LOG_FLOOR)``, as torch's ``BCELoss`` clamps each log.
-
-    Written so the gradient stays finite where the clamp binds: below ``exp(floor)`` the value
-    is the constant floor and ``log`` is evaluated at 1 instead (a plain ``maximum(log(P), ...)``
-    would send ``0 * (1 / 0) = nan`` back through ``log`` at ``P = 0``).
-    """
-    threshold = jnp.exp(jnp.asarray(BCE_LOG_FLOOR, P.dtype))
-    above = jnp.greater(P, threshold)
-    safe = jnp.log(jnp.where(above, P, jnp.ones_like(P)))
-    return jnp.where(above, jnp.maximum(safe, BCE_LOG_FLOOR), jnp.asarray(BCE_LOG_FLOOR, P.dtype))
+    """``max(log(P), BCE_LOG_FLOOR)``, as torch's ``BCELoss`` clamps each log (never
+    differentiated: ``binary_cross_entropy_terms`` gives its own derivative)."""
+    return jnp.maximum(jnp.log(P), jnp.asarray(BCE_LOG_FLOOR, P.dtype))
 
 
 def clamped_log1p_neg(A: jax.Array) -> jax.Array:
     """``max(log1p(-A), BCE_LOG_FLOOR)``: torch's ``BCELoss`` writes ``log(1 - A)`` this way,
-    exact where ``A`` is tiny; guarded like ``clamped_log`` where the clamp binds."""
-    threshold = jnp.exp(jnp.asarray(BCE_LOG_FLOOR, A.dtype))
-    above = jnp.greater(1 - A, threshold)
-    safe = jnp.log1p(-jnp.where(above, A, jnp.zeros_like(A)))
-    return jnp.where(above, jnp.maximum(safe, BCE_LOG_FLOOR), jnp.asarray(BCE_LOG_FLOOR, A.dtype))
+    exact where ``A`` is tiny."""
+    return jnp.maximum(jnp.log1p(-A), jnp.asarray(BCE_LOG_FLOOR, A.dtype))
+
+
+@jax.custom_vjp
+def binary_cross_entropy_terms(A: jax.Array, Y: jax.Array) -> jax.Array:
+    """Each element's ``-(Y max(log A, -100) + (1 - Y) max(log1p(-A), -100))``, whose derivative
+    is the contract's, not autodiff's.
+
+    The contract takes torch's backward, ``(A - Y) / max(A (1 - A), BCE_GRAD_EPS)``, which is
+    the derivative of the unclamped loss floored at saturation. Differentiating the clamped logs
+    gives something else where it matters: 0 where a clamp binds and an unbounded ``1 / A``
+    where ``A (1 - A) < BCE_GRAD_EPS`` (at ``A = 9.4e-14``, ``Y = 1``, ``dL/dZ`` 10 times
+    torch's; ``compare.testing.check_saturated``). ``jax.custom_vjp`` is JAX's way to state a
+    derivative by convention; the forward values are the clamped logs, unchanged.
+    """
+    return -(Y * clamped_log(A) + (1 - Y) * clamped_log1p_neg(A))
+
+
+def _binary_cross_entropy_forward(A: jax.Array, Y: jax.Array):
+    return binary_cross_entropy_terms(A, Y), (A, Y)
+
+
+def _binary_cross_entropy_backward(residuals, cotangent: jax.Array):
+    A, Y = residuals
+    # torch's binary_cross_entropy_backward: grad * (A - Y) / max((1 - A) A, EPSILON).
+    dL_dA = cotangent * (A - Y) / jnp.maximum((1 - A) * A, jnp.asarray(BCE_GRAD_EPS, A.dtype))
+    # Y enters linearly; the clamps are constant pieces. (Targets are data, never trained.)
+    dL_dY = cotangent * (clamped_log1p_neg(A) - clamped_log(A))
+    return dL_dA, dL_dY
+
+
+binary_cross_entropy_terms.defvjp(_binary_cross_entropy_forward, _binary_cross_entropy_backward)
 
 
 def _accumulator(dtype: jnp.dtype) -> jnp.dtype:
@@ -188,8 +210,7 @@ def loss(
     elif name == "cross-entropy":
         per_element = optax.softmax_cross_entropy(A, Y)[:, None]  # one value per row
     elif name == "binary-cross-entropy":
-        # torch writes the second log as log1p(-A), exact where A is tiny.
-        per_element = -(Y * clamped_log(A) + (1 - Y) * clamped_log1p_neg(A))
+        per_element = binary_cross_entropy_terms(A, Y)
     else:
         raise ValueError(f"unknown loss {name!r}")
     if row_weight is not None:

@@ -113,6 +113,10 @@ BAD = {
     "mutants unknown name": (["mutants", "--only", "typo"], "unknown mutant 'typo'"),
     "mutants zero steps": (["mutants", "--steps", "0"], "--steps: must be at least 1"),
     "mutants unknown dtype": (["mutants", "--dtype", "float8"], "unknown dtype 'float8'"),
+    "binary cross-entropy in float16": (
+        ["run", "--loss", "binary-cross-entropy", "--activation", "sigmoid", "--dtype", "float16"],
+        "binary-cross-entropy cannot be computed in float16",
+    ),
 }
 
 

@@ -374,3 +374,12 @@ def test_adam_in_float16_needs_an_eps_float16_can_hold():
         Recipe(dtype="float16", optimizer="adamw", eps=1e-5)
     assert Recipe(dtype="float16", optimizer="adam", eps=1e-4).eps == 1e-4
     assert Recipe(dtype="bfloat16", optimizer="adam").eps == 1e-8  # float32's exponent range
+
+
+def test_binary_cross_entropy_in_float16_is_refused_with_what_to_use_instead():
+    # 1e-12, the derivative's floor, is 0 in float16: a saturated output divides by zero.
+    with pytest.raises(RecipeError, match=r"cannot be computed in float16.*float32 or bfloat16"):
+        Recipe(dtype="float16", loss="binary-cross-entropy", activations=("sigmoid",))
+    for dtype in ("float64", "float32", "bfloat16"):
+        Recipe(dtype=dtype, loss="binary-cross-entropy", activations=("sigmoid",))
+    Recipe(dtype="float16", loss="half-mse", activations=("sigmoid",))

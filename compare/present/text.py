@@ -132,9 +132,9 @@ def verdict_line(result) -> str:
 
 def oracle_outcome(oracle) -> str:
     """What one ``OracleResult`` measured, against the threshold it was held to."""
+    if oracle.inconclusive:
+        return f"inconclusive: {oracle.reason or 'nothing could be judged'}"
     if oracle.checker == "taylor":
-        if oracle.inconclusive:
-            return "inconclusive: the remainder sits at the rounding floor"
         return f"remainder order {number(oracle.error)} (needs at least {number(oracle.threshold)})"
     if oracle.error is None:
         return ("agrees" if oracle.passed else "disagrees") + (

@@ -23,8 +23,10 @@ import autograd
 import autograd.numpy as anp
 import autograd.scipy.special as special
 import numpy as np
+from autograd.extend import defvjp, primitive
 
 from implementations.contract import (
+    BCE_GRAD_EPS,
     BCE_LOG_FLOOR,
     LEAKY_RELU_SLOPE,
     Network,
@@ -56,7 +58,9 @@ def _ones_like(Z):
 #: Activation name -> function of ``Z``. Each keeps ``Z``'s dtype; relu's derivative at 0 is
 #: 0 and leaky_relu's the slope, as the contract says.
 ACTIVATIONS: dict[str, Callable] = {
-    "sigmoid": lambda Z: 0.5 * (anp.tanh(0.5 * Z) + 1),  # never overflows, unlike 1/(1+e^-z)
+    # scipy's expit never overflows, unlike 1/(1+e^-z), and keeps its relative accuracy near 0,
+    # unlike (tanh(z/2) + 1)/2 (9.4e-14 at z = -30 off by 1e-3, which a saturated BCE's log shows).
+    "sigmoid": special.expit,
     "tanh": anp.tanh,
     "relu": lambda Z: Z * (Z > 0),
     "leaky_relu": lambda Z: Z * anp.where(Z > 0, _ones_like(Z), LEAKY_RELU_SLOPE * _ones_like(Z)),
@@ -90,11 +94,32 @@ def losses(net: Network, A, Y) -> anp.ndarray:
     if net.loss == "cross-entropy":  # A are logits
         log_softmax = A - special.logsumexp(A, axis=-1, keepdims=True)
         return -anp.sum(Y * log_softmax, axis=(-2, -1)) / rows
-    if net.loss == "binary-cross-entropy":  # A are probabilities; logs clamped as torch does
-        log_A = anp.maximum(anp.log(A), BCE_LOG_FLOOR)
-        log_not_A = anp.maximum(anp.log1p(-A), BCE_LOG_FLOOR)
-        return -anp.sum(Y * log_A + (1 - Y) * log_not_A, axis=(-2, -1)) / (rows * outputs)
+    if net.loss == "binary-cross-entropy":  # A are probabilities
+        terms = binary_cross_entropy_terms(A, anp.broadcast_to(Y, A.shape))
+        return anp.sum(terms, axis=(-2, -1)) / (rows * outputs)
     raise ValueError(f"unknown loss {net.loss!r}")
+
+
+def _clamped_logs(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) is -inf, then clamped
+        return np.maximum(np.log(A), BCE_LOG_FLOOR), np.maximum(np.log1p(-A), BCE_LOG_FLOOR)
+
+
+@primitive
+def binary_cross_entropy_terms(A: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Each element's ``-(Y max(log A, -100) + (1 - Y) max(log1p(-A), -100))``, the logs clamped
+    as torch's ``BCELoss`` does; its derivative (``defvjp`` below) is the contract's, torch's
+    ``(A - Y) / max(A (1 - A), 1e-12)``, where autograd of the clamped logs would give 0 and
+    an unbounded ``1 / A``."""
+    log_A, log_not_A = _clamped_logs(A)
+    return -(Y * log_A + (1 - Y) * log_not_A)
+
+
+defvjp(
+    binary_cross_entropy_terms,
+    lambda ans, A, Y: lambda g: g * (A - Y) / np.maximum((1 - A) * A, BCE_GRAD_EPS),
+    lambda ans, A, Y: lambda g: g * np.subtract(*_clamped_logs(A)[::-1]),
+)
 
 
 def evaluate(net: Network, params: dict, X, Y) -> tuple[np.ndarray, dict, np.ndarray]:
