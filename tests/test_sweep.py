@@ -343,19 +343,21 @@ def test_a_crashing_framework_is_an_error_the_resumed_sweep_runs_again(tmp_path,
 
 
 def count_checks(monkeypatch, interrupt_at: int | None = None) -> list:
-    """Count ``compare.check.check`` calls; raise KeyboardInterrupt at call ``interrupt_at``."""
-    import compare.check
+    """Record the seeds of every ``compare.check.check_seeds`` call; raise KeyboardInterrupt at
+    the call that brings them to ``interrupt_at`` seeds."""
+    import sys
 
+    checking = sys.modules["compare.check"]
     calls = []
-    real = compare.check.check
+    real = checking.check_seeds
 
-    def counting(recipe, *args, **kwargs):
-        calls.append(recipe.init_seed)
+    def counting(recipe, seeds, *args, **kwargs):
+        calls.extend(seeds)
         if interrupt_at is not None and len(calls) == interrupt_at:
             raise KeyboardInterrupt
-        return real(recipe, *args, **kwargs)
+        return real(recipe, seeds, *args, **kwargs)
 
-    monkeypatch.setattr(compare.check, "check", counting)
+    monkeypatch.setattr(checking, "check_seeds", counting)
     return calls
 
 
