@@ -69,12 +69,15 @@ def _alone_and_batched(recipe, frameworks, modules=None, **options):
     return batch, alone
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_each_seed_of_a_batch_gets_exactly_what_check_finds_for_it_alone(dtype):
+@pytest.mark.parametrize(
+    ("dtype", "batch_size"), [("float64", 0), ("float32", 0), ("float64", 40)]
+)
+def test_each_seed_of_a_batch_gets_exactly_what_check_finds_for_it_alone(dtype, batch_size):
     """NumPy computes a batch of seeds bit for bit as each seed alone, so every fact (verdict,
     max_abs, worst and first failing step, counts, growth, summaries) must be identical; the
-    planted bug (a W1 gradient off by 1e-3) makes every fact nonzero and every seed fail."""
-    recipe = Recipe(steps=8, dtype=dtype)
+    planted bug (a W1 gradient off by 1e-3) makes every fact nonzero and every seed fail.
+    Minibatches of 40 rows end each epoch with a shorter one: steps grouped by batch length."""
+    recipe = Recipe(steps=8, dtype=dtype, batch_size=batch_size)
     modules = {"scaled": _numpy_copy_scaled(1e-3)}
     batch, alone = _alone_and_batched(recipe, ("numpy", "scaled"), modules=modules)
     assert [r.recipe.init_seed for r in batch] == list(SEEDS), "results in the order of seeds"
@@ -134,6 +137,8 @@ def test_the_oracles_check_the_first_seed_or_the_ones_named_and_say_so():
     assert not any(first[1].precision.oracles.values()), "a seed without oracles shows none"
     named = check_seeds(recipe, list(SEEDS), isolate=False, oracle_seeds=[7], **options)
     assert [r.oracles_checked for r in named] == [False, False, True]
+    ran = [bool(r.precision.oracles["numpy"]) for r in named]
+    assert ran == [False, False, True], "the named seed's result holds its oracles"
     off = check_seeds(recipe, list(SEEDS), isolate=False, oracles=False, **options)
     assert not any(r.oracles_checked for r in off) and off[0].oracle_seeds == ()
     assert check(recipe, isolate=False, **options).oracles_checked, "check runs its oracles"
