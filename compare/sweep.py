@@ -618,6 +618,7 @@ class SweepResult:
                 "errors": len(errors),
             },
             **summarize_cell(ordered),
+            "oracle_seeds": [record["seed"] for record in ordered if record.get("oracles_checked")],
             "crashes": [errors[seed] for seed in cell.seeds if seed in errors],
             "per_seed": ordered,
         }
