@@ -69,9 +69,7 @@ def _alone_and_batched(recipe, frameworks, modules=None, **options):
     return batch, alone
 
 
-@pytest.mark.parametrize(
-    ("dtype", "batch_size"), [("float64", 0), ("float32", 0), ("float64", 40)]
-)
+@pytest.mark.parametrize(("dtype", "batch_size"), [("float64", 0), ("float32", 0), ("float64", 40)])
 def test_each_seed_of_a_batch_gets_exactly_what_check_finds_for_it_alone(dtype, batch_size):
     """NumPy computes a batch of seeds bit for bit as each seed alone, so every fact (verdict,
     max_abs, worst and first failing step, counts, growth, summaries) must be identical; the
