@@ -24,6 +24,14 @@ What decides the verdict (the reasoning of every number is in ``compare.toleranc
 
 The harness streams records in chunks (``compare.harness``); ``_Judge`` folds each chunk into
 accumulators (``compare.agreement``) and drops it, so memory does not grow with the steps.
+
+**Seeds** (``check_seeds``): one harness run trains every seed's initial weights side by side,
+as the ``P`` points of each framework's ``train`` (``implementations.contract``); the synced and
+own-step jobs step from every seed's state at once. Each seed has a ``_Judge`` of its own
+(``_SeedJudges`` hands it its point of every record), so each seed's ``CheckResult`` is what
+``check`` finds for that seed alone; ``check`` is ``check_seeds`` with one seed. The oracles
+check gradient formulas, which do not depend on the seed, so they run for the first seed (or
+first few, ``oracle_seeds``); ``CheckResult.oracle_seeds`` says which seeds they checked.
 """
 
 from __future__ import annotations
@@ -100,6 +108,11 @@ class CheckResult:
         series_for_plots: ``PlotSeries``.
         workers: Framework -> the process id its worker ran in.
         stats: What the harness held at most (``harness.RunStats``).
+        oracle_seeds: The seeds of the run (``check_seeds``) whose gradients the oracles
+            checked; empty when the oracles were off. This seed's ``precision.oracles`` are
+            empty unless it is one of them.
+        batch_seeds: How many seeds were trained side by side in the run (1 for ``check``); a
+            summary's ``seconds`` is this seed's share of its framework's training time.
     """
 
     recipe: Recipe
@@ -123,6 +136,13 @@ class CheckResult:
     series_for_plots: PlotSeries
     workers: dict[str, int] = field(default_factory=dict)
     stats: harness.RunStats | None = None
+    oracle_seeds: tuple[int, ...] = ()
+    batch_seeds: int = 1
+
+    @property
+    def oracles_checked(self) -> bool:
+        """The oracles checked this seed's gradients (``oracle_seeds``)."""
+        return self.recipe.init_seed in self.oracle_seeds
 
     @property
     def passed(self) -> bool:
@@ -201,6 +221,9 @@ def check(
 ) -> CheckResult:
     """Cross-check ``frameworks`` on ``recipe`` against ``reference`` and reach the verdict.
 
+    ``check_seeds`` with the recipe's own initial weights (its ``init_seed``, or its explicit
+    weights) as the one seed.
+
     Args:
         recipe: What to train.
         frameworks: Specs of the frameworks (registry names, plugin paths, modules); the
@@ -230,6 +253,66 @@ def check(
         harness.WorkerError: a worker crashed.
         KeyboardInterrupt: Ctrl-C (the workers are killed first).
     """
+    return check_seeds(
+        recipe,
+        None,
+        frameworks,
+        reference,
+        mode,
+        rtol,
+        atol,
+        progress=progress,
+        trajectories=trajectories,
+        record_every=record_every,
+        oracles=oracles,
+        modules=modules,
+        isolate=isolate,
+        chunk=chunk,
+    )[0]
+
+
+def check_seeds(
+    recipe: Recipe,
+    seeds: Sequence[int] | None,
+    frameworks: Sequence[str] = DEFAULT_FRAMEWORKS,
+    reference: str = "numpy",
+    mode: str = "both",
+    rtol: float | None = None,
+    atol: float | None = None,
+    *,
+    progress: harness.Progress | None = None,
+    trajectories: bool = False,
+    record_every: int = 1,
+    oracles: bool = True,
+    oracle_seeds: Sequence[int] | None = None,
+    modules: Mapping[str, ModuleType] | None = None,
+    isolate: bool = True,
+    chunk: int | None = None,
+) -> list[CheckResult]:
+    """Cross-check ``recipe`` at every seed of ``seeds`` in one run, each seed's result what
+    ``check(recipe.replace(init_seed=seed), ...)`` finds.
+
+    Every framework trains all the seeds' initial weights side by side (one ``train`` call,
+    one point per seed) and steps from all of their states at once; each seed is judged
+    alone. Memory grows with the number of seeds (the chunks hold fewer states); a run too
+    large for the machine is refused up front (``harness.TooLarge``).
+
+    Args:
+        recipe: What to train; its ``init_seed`` is replaced by each seed.
+        seeds: Initial-weight seeds (integers in ``[0, 2**32)``, no repeats), or ``None`` for
+            the recipe's own initial weights (its seed or its explicit weights) alone.
+        oracle_seeds: The seeds (among ``seeds``) whose gradients the oracles check; default:
+            the first. They check gradient formulas, which do not depend on the seed, so one
+            seed is enough; ``CheckResult.oracle_seeds`` names them.
+        frameworks, reference, mode, rtol, atol, progress, trajectories, record_every, oracles,
+        modules, isolate, chunk: As ``check``.
+
+    Returns:
+        One ``CheckResult`` per seed, in the order of ``seeds``.
+
+    Raises:
+        As ``check``.
+    """
     if not isinstance(recipe, Recipe):
         raise CheckError(f"check takes a compare.Recipe, got {type(recipe).__name__}")
     if mode not in tolerances.MODES:
@@ -240,6 +323,8 @@ def check(
         raise CheckError(f"record_every must be a positive integer, got {record_every!r}")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise CheckError(f"chunk must be a positive integer, got {chunk!r}")
+    seeds = _seed_list(recipe, seeds)
+    points = _oracle_points(seeds, oracle_seeds) if oracles else ()
     names = _frameworks(frameworks, reference)
     modules = dict(modules or {})
     for name in names:
@@ -249,8 +334,14 @@ def check(
         # The workers import their frameworks while this process loads the data.
         dataset = data.load(recipe)
         problem = recipe.problem(dataset)
-        params = weights.initial_params(recipe, problem.network)
-        initial = initial_state(problem, {name: value[None] for name, value in params.items()})
+        if seeds is None:
+            drawn = weights.initial_params(recipe, problem.network)
+            params = {name: value[None] for name, value in drawn.items()}
+            recipes = [recipe]
+        else:
+            params = weights.initial_params_batch(recipe, problem.network, seeds)
+            recipes = [recipe.replace(init_seed=seed) for seed in seeds]
+        initial = initial_state(problem, params)
         others = names[1:]
         plan = harness.Plan(
             problem=problem,
@@ -264,19 +355,57 @@ def check(
             trainers=names if mode != SYNCED else (reference,),
             independent=others if mode != SYNCED else (),
             synced=others if mode != INDEPENDENT else (),
-            chunk=chunk or harness.chunk_size(problem),
+            chunk=chunk or harness.chunk_size(problem, len(recipes)),
             record_every=record_every,
             oracle_states=tuple(oracle.states_to_check(recipe.steps, record_every))
             if oracles
             else (),
+            oracle_points=points,
         )
         harness.check_memory(plan, trajectories, workers.processes)
-        judge = _Judge(plan, mode, rtol, atol, trajectories)
-        stats = harness.run(workers, plan, judge, progress)
+        judges = _SeedJudges([_Judge(plan, mode, rtol, atol, trajectories) for _ in recipes])
+        stats = harness.run(workers, plan, judges, progress)
         pids = {name: handle.pid for name, handle in workers.handles.items()}
-    result = judge.result(recipe, dataset, pids)
-    result.stats = stats
-    return result
+    with_oracles = tuple(recipes[point].init_seed for point in points)
+    results = []
+    for one, judge in zip(recipes, judges.judges, strict=True):
+        result = judge.result(one, dataset, pids)
+        result.stats = stats
+        result.oracle_seeds = with_oracles
+        result.batch_seeds = len(recipes)
+        results.append(result)
+    return results
+
+
+def _oracle_points(seeds: list[int] | None, oracle_seeds: Sequence[int] | None) -> tuple:
+    """The points (positions in ``seeds``) of the seeds the oracles check."""
+    if oracle_seeds is None:
+        return (0,)
+    if seeds is None:
+        seeds = []
+    if isinstance(oracle_seeds, (str, bytes)) or not isinstance(oracle_seeds, Sequence):
+        raise CheckError(f"oracle_seeds must be a list of seeds, got {oracle_seeds!r:.60}")
+    unknown = [seed for seed in oracle_seeds if seed not in seeds]
+    if unknown:
+        raise CheckError(f"oracle seed {unknown[0]!r:.60} is not one of the seeds checked")
+    return tuple(sorted({seeds.index(seed) for seed in oracle_seeds}))
+
+
+def _seed_list(recipe: Recipe, seeds: Sequence[int] | None) -> list[int] | None:
+    if seeds is None:
+        return None
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+        raise CheckError(f"seeds must be a non-empty list of integers, got {seeds!r:.60}")
+    if recipe.explicit_weights:
+        raise CheckError("the recipe gives explicit initial weights, so there is no seed to vary")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise CheckError(f"a seed must be an integer, got {seed!r:.60}")
+        if not 0 <= seed < 2**32:
+            raise CheckError(f"a seed must be in [0, 2**32), got {seed}")
+    if len(set(seeds)) != len(seeds):
+        raise CheckError("seeds must not repeat")
+    return [int(seed) for seed in seeds]
 
 
 def trained_model_comparisons(
@@ -348,8 +477,88 @@ def trained_model_comparisons(
     ]
 
 
+def _point(records: dict, point: int) -> dict:
+    """One seed's records: every array's point ``point`` (axis 1, after the states)."""
+    return {q: v[:, point] for q, v in records.items()}
+
+
+class _SeedJudges:
+    """The harness's consumer for ``P`` seeds: hands each seed's ``_Judge`` its point of every
+    record, so each seed is judged exactly as it would be alone."""
+
+    def __init__(self, judges: list[_Judge]) -> None:
+        self.judges = judges
+
+    def reference_chunk(self, steps: np.ndarray, records: dict) -> dict:
+        found = [j.reference_chunk(steps, _point(records, p)) for p, j in enumerate(self.judges)]
+        # Stored with the reference's records, so the annotations carry the point axis too.
+        return {key: np.stack([each[key] for each in found], axis=1) for key in found[0]}
+
+    def framework_chunk(self, framework: str, steps: np.ndarray, records: dict) -> None:
+        for p, judge in enumerate(self.judges):
+            judge.framework_chunk(framework, steps, _point(records, p))
+
+    def independent(self, framework: str, steps: np.ndarray, actual: dict, expected: dict) -> None:
+        for p, judge in enumerate(self.judges):
+            judge.independent(framework, steps, _point(actual, p), _point(expected, p))
+
+    def synced_records(
+        self, framework: str, steps: np.ndarray, actual: dict, expected: dict
+    ) -> None:
+        for p, judge in enumerate(self.judges):
+            judge.synced_records(framework, steps, _point(actual, p), _point(expected, p))
+
+    def synced_next(
+        self, framework: str, steps: np.ndarray, actual: dict, expected: dict, before: dict
+    ) -> None:
+        for p, judge in enumerate(self.judges):
+            judge.synced_next(
+                framework, steps, _point(actual, p), _point(expected, p), _point(before, p)
+            )
+
+    def own_step(
+        self,
+        framework: str,
+        steps: np.ndarray,
+        actual: dict,
+        actual_next: dict,
+        expected: dict,
+        expected_next: dict,
+    ) -> None:
+        for p, judge in enumerate(self.judges):
+            judge.own_step(
+                framework,
+                steps,
+                _point(actual, p),
+                _point(actual_next, p),
+                _point(expected, p),
+                _point(expected_next, p),
+            )
+
+    def trained(self, framework: str, facts: dict) -> None:
+        # Each seed's share of the time its framework took to train them all.
+        seconds = facts["seconds"] / len(self.judges)
+        for p, judge in enumerate(self.judges):
+            judge.trained(
+                framework,
+                {
+                    "seconds": seconds,
+                    "test_outputs": facts["test_outputs"][p],
+                    "train_outputs": facts["train_outputs"][p],
+                },
+            )
+
+    def oracle(self, framework: str, state: int, point: int, results: list) -> None:
+        self.judges[point].oracle(framework, state, results)
+
+    def environment(self, framework: str, when: str, switches: dict) -> None:
+        for judge in self.judges:
+            judge.environment(framework, when, switches)
+
+
 class _Judge:
-    """The consumer of the harness's records: the accumulators of every comparison."""
+    """The consumer of the harness's records for one seed: the accumulators of every
+    comparison."""
 
     def __init__(
         self,
