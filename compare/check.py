@@ -15,9 +15,10 @@ What decides the verdict (the reasoning of every number is in ``compare.toleranc
   every ``k``; its loss, gradients and correct count at ``k`` and its state after the step
   (parameters and optimizer state) must agree with the reference's. A wrong derivative or a
   wrong update fails at step 0 or 1 in every dtype, with no accumulated drift. The state a
-  step records at ``k`` must be the state it was given, exactly (folded into the state's
-  synced comparison), so a record one step off fails in every dtype. Every training framework
-  also steps from each of its own states: its training loop must agree with its ``step``.
+  step records at ``k`` must be the state it was given, exactly but for a subnormal read as
+  zero (``tolerances.given_state``; folded into the state's synced comparison), so a record
+  one step off fails in every dtype. Every training framework also steps from each of its own
+  states: its training loop must agree with its ``step``.
 * **Oracles**: every framework's gradient passes the Taylor test and its library's
   finite-difference check at a few of the reference's states (``compare.oracle``).
 * **Precision switches**: no framework's precision switches change during the run.
@@ -378,6 +379,7 @@ class _Judge:
         # (framework, against, state quantity) -> a step's recorded state against the state it
         # was given; folded into the synced next-state comparison of that quantity.
         self.given: dict[tuple[str, str, str], agreement.SeriesAccumulator] = {}
+        self.given_atol = tolerances.given_state(dtype).atol_at(0.0)
         floats = [q for q in quantities.records_at_state(problem) if not quantities.is_exact(q)]
         self.scales = {q: agreement.RunningMax() for q in floats}
         self.own_running = {
@@ -506,12 +508,13 @@ class _Judge:
         batches = self.problem.batches
         for q in self.problem.state_names():
             # The state a step records at k is the state it was given, exactly, in every dtype
-            # (the given state is already a number of the dtype): a step that records another
-            # state (one step off) fails here even where one update is below the tolerance.
+            # (the given state is already a number of the dtype; a subnormal may read as zero):
+            # a step that records another state (one step off) fails here even where one
+            # update is below the tolerance.
             key = (framework, against, q)
             if key not in self.given:
                 self.given[key] = agreement.SeriesAccumulator(self.dtype, self.plan.steps)
-            self.given[key].add(steps, actual[q], expected[q], 0.0, 0.0)
+            self.given[key].add(steps, actual[q], expected[q], self.given_atol, 0.0)
         for q in quantities.records_at_state(self.problem):
             rule = self._rule("synced", q)
             exact = quantities.is_exact(q)

@@ -248,6 +248,15 @@ def next_state(dtype: str, rtol: float | None = None, atol: float | None = None)
     return Rule(rtol, 0.0 if atol is None else atol, 0.0, TINY[dtype])
 
 
+def given_state(dtype: str) -> Rule:
+    """A step's recorded state at ``k`` against the state it was given: identical, but for a
+    subnormal given value that the framework read as zero. Denormals-are-zero (DAZ) acts on
+    inputs as flush-to-zero does on results (measured: JAX in float32 records Adam's ``m`` of
+    1.0e-39 given to it as 0 on unscaled wine), so the floor is the flushing precision's
+    ``tiny`` and nothing else: a record one update off moves a normal number."""
+    return Rule(0.0, 0.0, 0.0, FLUSH_TINY[dtype])
+
+
 def update_allowance(
     optimizer: Optimizer,
     buffer: str,

@@ -341,3 +341,40 @@ def test_every_fact_of_a_failing_comparison_holds_its_own_value():
     assert result.first_failure.first_failing_step == 0
     assert result.first_failure.quantity == "grad:W1"
     assert result.first_failure.framework == "mutant"
+
+
+def step_reading_subnormals_as_zero():
+    """An honest ``step`` whose CPU treats subnormal inputs as zero (DAZ), as XLA's does."""
+    module = numpy_copy()
+    honest_step = module.step
+
+    def step(problem, states, X, Y, rows):
+        tiny = np.finfo(np.float32).tiny
+        flushed = {q: np.where(np.abs(v) < tiny, 0.0, v) for q, v in states.items()}
+        return honest_step(problem, flushed, X, Y, rows)
+
+    module.step = step
+    return module
+
+
+def test_a_step_reading_a_subnormal_state_as_zero_is_no_false_alarm():
+    """Unscaled wine saturates the sigmoids: Adam's float32 ``m`` holds subnormals by step 1
+    (issue 8: JAX recorded m = 1.0e-39 given to it as 0, and the exact check failed)."""
+    recipe = Recipe(
+        dataset="wine",
+        hidden=(16, 8),
+        activations=("sigmoid", "sigmoid", "sigmoid"),
+        loss="half-sse",
+        biases=False,
+        standardize=False,
+        optimizer="adam",
+        lr=0.01,
+        steps=2,
+        dtype="float32",
+        init_seed=620,
+        split_seed=895,
+    )
+    result = _run(recipe, step_reading_subnormals_as_zero(), "synced")
+    flushed = sum(c.flushed for c in result.comparisons if c.quantity.startswith("state:"))
+    assert flushed > 0, "the recipe must put subnormals in the optimizer state"
+    assert result.verdict == "pass", f"a flushed subnormal is the same state: {_failures(result)}"
