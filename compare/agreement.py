@@ -415,6 +415,24 @@ def near_tie_rows(outputs: np.ndarray, rule: tolerances.Rule) -> np.ndarray:
         return top1_margins(outputs) <= tolerances.near_tie_margin(scale, rule)
 
 
+def classes_of_own_weights(
+    outputs: np.ndarray, weights_outputs: np.ndarray, rule: tolerances.Rule
+) -> np.ndarray:
+    """``(rows,)``: rows whose class is the one the model's own weights give: the class of
+    ``weights_outputs`` (a float64 forward of the same weights), or any class where that row
+    is a near tie under ``rule`` (one forward in the dtype may round it either way).
+
+    Args:
+        outputs: A framework's trained model's test outputs ``(rows, outputs)``.
+        weights_outputs: The float64 forward of that model's final weights on the same rows.
+        rule: The independent rule, which decides what a near tie is.
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    weights_outputs = np.asarray(weights_outputs, dtype=np.float64)
+    same = np.argmax(outputs, axis=-1) == np.argmax(weights_outputs, axis=-1)
+    return same | near_tie_rows(weights_outputs, rule)
+
+
 def near_tie_facts(
     reference: str, outputs: dict[str, np.ndarray], rule: tolerances.Rule
 ) -> dict[str, dict[str, object]]:

@@ -10,7 +10,10 @@ What decides the verdict (the reasoning of every number is in ``compare.toleranc
   reference's. In float64 (or when only ``independent`` is asked) every per-state quantity must
   agree; below float64 the drift is reported (``Comparison.gating`` false) and the trained
   model's test predictions and accuracy must agree, unless every test row whose class differs
-  sits on a near tie and the test outputs agree within tolerance (rounding broke a tie).
+  sits on a near tie and the test outputs agree within tolerance (rounding broke a tie), or,
+  below float64, each model's class on those rows is the one its own weights give (the
+  weights drifted apart, which is reported): a ``predict`` that disagrees with its weights
+  fails in every dtype.
 * **Synced mode**: each framework takes one full step from the reference's state ``k``, for
   every ``k``; its loss, gradients and correct count at ``k`` and its state after the step
   (parameters and optimizer state) must agree with the reference's. A wrong derivative or a
@@ -44,6 +47,7 @@ from compare import agreement, data, harness, oracle, quantities, tolerances, we
 from compare.agreement import Comparison, PrecisionFacts
 from compare.quantities import INDEPENDENT, SYNCED
 from compare.recipe import Recipe, RecipeError
+from implementations import numpy_manual
 from implementations.contract import Network, Problem, initial_state
 
 #: The frameworks ``check`` compares unless told otherwise.
@@ -291,13 +295,21 @@ def trained_model_comparisons(
     dtype: str,
     drift_gates: bool,
     step: int,
+    weights_outputs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Comparison]:
     """Compare a trained model's test outputs, classes and accuracy with the reference's.
 
     The outputs decide the verdict when drift does (``drift_gates``); the classes and accuracy
-    always do, unless every test row whose class differs sits on a near tie of the reference's
-    outputs (``agreement.near_tie_rows``) *and* the outputs agree within ``rule``: then the
-    models are the same to tolerance and rounding broke a tie, which is reported, as drift is.
+    always do, with two exceptions, both reported as drift is:
+
+    * every test row whose class differs sits on a near tie of the reference's outputs
+      (``agreement.near_tie_rows``) *and* the outputs agree within ``rule``: the models are the
+      same to tolerance and rounding broke a tie;
+    * drift does not decide (below float64) and on every such row each model's class is the
+      one its own trained weights give (``agreement.classes_of_own_weights``, from
+      ``weights_outputs``): the classes differ because the weights drifted apart, and the
+      weights' drift is reported, not judged, there. A ``predict`` that disagrees with its own
+      weights still fails in every dtype; a wrong update fails the synced step.
 
     Args:
         framework: The framework compared.
@@ -309,6 +321,8 @@ def trained_model_comparisons(
         dtype: The compute dtype.
         drift_gates: Whether per-state drift decides the verdict (``drift_is_verdict``).
         step: The number of steps (the trained model's step).
+        weights_outputs: The float64 forward of the framework's and the reference's final
+            weights on the test rows, or ``None`` (only the near-tie exception applies).
     """
     actual_outputs = np.asarray(actual_outputs, dtype=np.float64)
     expected_outputs = np.asarray(expected_outputs, dtype=np.float64)
@@ -334,7 +348,11 @@ def trained_model_comparisons(
     differing = classes[0] != classes[1]
     ties = agreement.near_tie_rows(expected_outputs, rule)
     outputs_agree = facts["test_outputs"]["first_failing_step"] is None
-    only_ties = bool(differing.any() and np.all(ties[differing])) and outputs_agree
+    explained = bool(differing.any() and np.all(ties[differing])) and outputs_agree
+    if weights_outputs is not None and not drift_gates and differing.any():
+        own = agreement.classes_of_own_weights(actual_outputs, weights_outputs[0], rule)
+        theirs = agreement.classes_of_own_weights(expected_outputs, weights_outputs[1], rule)
+        explained = explained or bool(np.all((own & theirs)[differing]))
     return [
         Comparison(
             framework=framework,
@@ -342,7 +360,7 @@ def trained_model_comparisons(
             mode=INDEPENDENT,
             quantity=q,
             rtol=0.0 if quantities.is_exact(q) else rule.rtol,
-            gating=(not only_ties) if quantities.is_exact(q) else drift_gates,
+            gating=(not explained) if quantities.is_exact(q) else drift_gates,
             **facts[q],
         )
         for q in quantities.final()
@@ -391,6 +409,7 @@ class _Judge:
             name: agreement.BinnedSeries(plan.steps + 1, reduce="first") for name in plan.trainers
         }
         self.final_loss: dict[str, float] = {}
+        self.final_params: dict[str, dict[str, np.ndarray]] = {}
         self.finished: dict[str, dict] = {}
         self.oracles: dict[str, list] = {name: [] for name in plan.frameworks}
         self.readings: dict[str, list[tuple[str, dict]]] = {name: [] for name in plan.frameworks}
@@ -449,6 +468,10 @@ class _Judge:
             self.own_scales[framework] = (steps, running)
         if len(steps) and steps[-1] == self.plan.steps:
             self.final_loss[framework] = float(records["loss"][-1])
+            self.final_params[framework] = {
+                name: np.array(records[q][-1:])
+                for name, q in self.problem.network.param_quantities.items()
+            }
         if self.kept is not None:
             for q, kept in self.kept[framework].items():
                 kept.append(np.array(records[q]))
@@ -624,6 +647,8 @@ class _Judge:
         reference = plan.reference
         comparisons: list[Comparison] = []
         expected_outputs = self.finished[reference]["test_outputs"]
+        drift_gates = tolerances.drift_is_verdict(self.dtype, self.mode)
+        weights_outputs = {} if drift_gates else self._weights_outputs(plan.X_test)
         for framework in plan.independent:
             comparisons += self._per_state(INDEPENDENT, framework, reference)
             comparisons += trained_model_comparisons(
@@ -634,8 +659,11 @@ class _Judge:
                 np.asarray(dataset.labels_test),
                 self.rules["independent"],
                 dtype=self.dtype,
-                drift_gates=tolerances.drift_is_verdict(self.dtype, self.mode),
+                drift_gates=drift_gates,
                 step=plan.steps,
+                weights_outputs=(weights_outputs[framework], weights_outputs[reference])
+                if weights_outputs
+                else None,
             )
         for framework in plan.synced:
             comparisons += self._per_state(SYNCED, framework, reference)
@@ -717,6 +745,17 @@ class _Judge:
             series_for_plots=series,
             workers=workers,
         )
+
+    def _weights_outputs(self, X_test: np.ndarray) -> dict[str, np.ndarray]:
+        """Every trainer's final weights' test outputs, computed by the NumPy reference's
+        forward in float64 (what the weights themselves predict, free of any framework's
+        rounding). Any network of the contract is one the NumPy reference computes."""
+        exact = dataclasses.replace(self.problem, dtype="float64")
+        with np.errstate(all="ignore"):
+            return {
+                name: numpy_manual.predict(exact, params, X_test)[0]
+                for name, params in self.final_params.items()
+            }
 
     def _trajectories(self):
         if self.kept is None:
