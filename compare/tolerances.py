@@ -89,7 +89,7 @@ test row whose class differs from the reference's is reported when each model's 
 one a float64 forward of its own final weights gives (near ties of that forward aside), and
 fails when it is not (a ``predict`` at odds with its weights; measured in the false-alarm
 sweep: five 16-bit runs of 49 to 3,903 steps whose classes moved with the drifted weights on
-clear rows, up to 6 of 20, every one the class of its own weights).
+clear rows, up to 5 of 20, every one the class of its own weights).
 
 Counts, classes and accuracies are compared exactly (``EXACT``); in synced mode below float64 the
 training rows' correct count is reported, not judged, because a training row on a near tie may
