@@ -508,6 +508,12 @@ class PrecisionFacts:
         environment: Framework -> its precision switches at the start.
         environment_changes: One line per switch that changed during the run (empty: none).
         oracles: Framework -> its ``compare.oracle.OracleResult`` list.
+        amplification: Framework -> how many times its float64 independent drift exceeds what
+            its measured one-step differences add up to (``tolerances.amplification``), for
+            the frameworks checked in both modes in float64.
+        drift_reported: The frameworks whose float64 drift is reported, not judged, because
+            their trajectory is measured to amplify rounding
+            (``tolerances.drift_is_amplified_rounding``).
     """
 
     mode: str
@@ -517,6 +523,8 @@ class PrecisionFacts:
     environment: dict[str, dict[str, object]]
     environment_changes: list[str]
     oracles: dict[str, list] = field(default_factory=dict)
+    amplification: dict[str, float] = field(default_factory=dict)
+    drift_reported: tuple[str, ...] = ()
 
     @property
     def failed_oracles(self) -> list[tuple[str, object]]:

@@ -647,10 +647,23 @@ class _Judge:
         reference = plan.reference
         comparisons: list[Comparison] = []
         expected_outputs = self.finished[reference]["test_outputs"]
-        drift_gates = tolerances.drift_is_verdict(self.dtype, self.mode)
-        weights_outputs = {} if drift_gates else self._weights_outputs(plan.X_test)
+        synced: list[Comparison] = []
+        for framework in plan.synced:
+            synced += self._per_state(SYNCED, framework, reference)
+        if plan.synced:
+            for framework in plan.trainers:
+                synced += self._per_state(SYNCED, framework, framework)
+        amplification, drift_reported = self._amplification(synced)
+        weights_outputs: dict[str, np.ndarray] = {}
         for framework in plan.independent:
-            comparisons += self._per_state(INDEPENDENT, framework, reference)
+            drift_gates = tolerances.drift_is_verdict(self.dtype, self.mode)
+            drifted = self._per_state(INDEPENDENT, framework, reference)
+            if framework in drift_reported:
+                drift_gates = False
+                drifted = [dataclasses.replace(c, gating=False) for c in drifted]
+            if not drift_gates and not weights_outputs:
+                weights_outputs = self._weights_outputs(plan.X_test)
+            comparisons += drifted
             comparisons += trained_model_comparisons(
                 framework,
                 reference,
@@ -665,11 +678,7 @@ class _Judge:
                 if weights_outputs
                 else None,
             )
-        for framework in plan.synced:
-            comparisons += self._per_state(SYNCED, framework, reference)
-        if plan.synced:
-            for framework in plan.trainers:
-                comparisons += self._per_state(SYNCED, framework, framework)
+        comparisons += synced
         outputs = {name: self.finished[name]["test_outputs"] for name in plan.trainers}
         precision = PrecisionFacts(
             mode=self.mode,
@@ -685,6 +694,8 @@ class _Judge:
             },
             environment_changes=agreement.environment_changes(self.readings),
             oracles=self.oracles,
+            amplification=amplification,
+            drift_reported=drift_reported,
         )
         labels_train = np.asarray(dataset.labels_train)
         labels_test = np.asarray(dataset.labels_test)
@@ -745,6 +756,39 @@ class _Judge:
             series_for_plots=series,
             workers=workers,
         )
+
+    def _amplification(self, synced: list[Comparison]) -> tuple[dict[str, float], tuple[str, ...]]:
+        """Per framework checked both ways in float64, how far its trajectory amplified the
+        one-step differences (``tolerances.amplification``, over the parameters), and the
+        frameworks whose drift is therefore reported (``drift_is_amplified_rounding``)."""
+        plan = self.plan
+        if self.dtype != "float64" or not plan.synced:
+            return {}, ()
+        parameters = set(self.problem.network.param_quantities.values())
+        amplification, reported = {}, []
+        for framework in plan.independent:
+            if framework not in plan.synced:
+                continue
+            mine = [c for c in synced if c.framework in (framework, plan.reference)]
+            steps_agree = all(c.passed for c in mine if c.gating)
+            one_step = max(
+                (c.max_abs for c in mine if c.framework == framework and c.quantity in parameters),
+                default=0.0,
+            )
+            drift = max(
+                (
+                    self.accumulators[(INDEPENDENT, framework, plan.reference, q)].max_abs
+                    for q in parameters
+                    if (INDEPENDENT, framework, plan.reference, q) in self.accumulators
+                ),
+                default=0.0,
+            )
+            amplification[framework] = tolerances.amplification(drift, one_step, plan.steps)
+            if tolerances.drift_is_amplified_rounding(
+                self.dtype, amplification[framework], steps_agree
+            ):
+                reported.append(framework)
+        return amplification, tuple(reported)
 
     def _weights_outputs(self, X_test: np.ndarray) -> dict[str, np.ndarray]:
         """Every trainer's final weights' test outputs, computed by the NumPy reference's
