@@ -7,13 +7,14 @@ and a notebook gets the same verdict with ``from compare import Recipe, check``.
 What decides the verdict (the reasoning of every number is in ``compare.tolerances``):
 
 * **Independent mode**: each framework trains alone; its every state is compared with the
-  reference's. In float64 (or when only ``independent`` is asked) every per-state quantity must
-  agree; below float64 the drift is reported (``Comparison.gating`` false) and the trained
-  model's test predictions and accuracy must agree, unless every test row whose class differs
-  sits on a near tie and the test outputs agree within tolerance (rounding broke a tie), or,
-  below float64, each model's class on those rows is the one its own weights give (the
-  weights drifted apart, which is reported): a ``predict`` that disagrees with its weights
-  fails in every dtype.
+  reference's. In float64 every per-state quantity must agree, unless every synced and own
+  step agreed and the run measures its trajectory amplifying their rounding
+  (``tolerances.drift_is_amplified_rounding``); below float64 the drift is reported
+  (``Comparison.gating`` false) and the trained model's test predictions and accuracy must
+  agree, unless every test row whose class differs sits on a near tie and the test outputs
+  agree within tolerance (rounding broke a tie), or, below float64, each model's class on
+  those rows is the one its own weights give (the weights drifted apart, which is reported):
+  a ``predict`` that disagrees with its weights fails in every dtype.
 * **Synced mode**: each framework takes one full step from the reference's state ``k``, for
   every ``k``; its loss, gradients and correct count at ``k`` and its state after the step
   (parameters and optimizer state) must agree with the reference's. A wrong derivative or a
