@@ -48,7 +48,6 @@ from compare import agreement, data, harness, oracle, quantities, tolerances, we
 from compare.agreement import Comparison, PrecisionFacts
 from compare.quantities import INDEPENDENT, SYNCED
 from compare.recipe import Recipe, RecipeError
-from implementations import numpy_manual
 from implementations.contract import Network, Problem, initial_state
 
 #: The frameworks ``check`` compares unless told otherwise.
@@ -794,7 +793,12 @@ class _Judge:
     def _weights_outputs(self, X_test: np.ndarray) -> dict[str, np.ndarray]:
         """Every trainer's final weights' test outputs, computed by the NumPy reference's
         forward in float64 (what the weights themselves predict, free of any framework's
-        rounding). Any network of the contract is one the NumPy reference computes."""
+        rounding). Any network of the contract is one the NumPy reference computes.
+
+        One float64 forward of the test rows per trainer, in this process (NumPy only; imported
+        here, when the rule needs it: float64 runs that judge their drift never load it)."""
+        from implementations import numpy_manual
+
         exact = dataclasses.replace(self.problem, dtype="float64")
         with np.errstate(all="ignore"):
             return {
