@@ -7,17 +7,22 @@ and a notebook gets the same verdict with ``from compare import Recipe, check``.
 What decides the verdict (the reasoning of every number is in ``compare.tolerances``):
 
 * **Independent mode**: each framework trains alone; its every state is compared with the
-  reference's. In float64 (or when only ``independent`` is asked) every per-state quantity must
-  agree; below float64 the drift is reported (``Comparison.gating`` false) and the trained
-  model's test predictions and accuracy must agree, unless every test row whose class differs
-  sits on a near tie and the test outputs agree within tolerance (rounding broke a tie).
+  reference's. In float64 every per-state quantity must agree, unless every synced and own
+  step agreed and the run measures its trajectory amplifying their rounding
+  (``tolerances.drift_is_amplified_rounding``); below float64 the drift is reported
+  (``Comparison.gating`` false) and the trained model's test predictions and accuracy must
+  agree, unless every test row whose class differs sits on a near tie and the test outputs
+  agree within tolerance (rounding broke a tie), or, below float64, each model's class on
+  those rows is the one its own weights give (the weights drifted apart, which is reported):
+  a ``predict`` that disagrees with its weights fails in every dtype.
 * **Synced mode**: each framework takes one full step from the reference's state ``k``, for
   every ``k``; its loss, gradients and correct count at ``k`` and its state after the step
   (parameters and optimizer state) must agree with the reference's. A wrong derivative or a
   wrong update fails at step 0 or 1 in every dtype, with no accumulated drift. The state a
-  step records at ``k`` must be the state it was given, exactly (folded into the state's
-  synced comparison), so a record one step off fails in every dtype. Every training framework
-  also steps from each of its own states: its training loop must agree with its ``step``.
+  step records at ``k`` must be the state it was given, exactly but for a subnormal read as
+  zero (``tolerances.given_state``; folded into the state's synced comparison), so a record
+  one step off fails in every dtype. Every training framework also steps from each of its own
+  states: its training loop must agree with its ``step``.
 * **Oracles**: every framework's gradient passes the Taylor test and its library's
   finite-difference check at a few of the reference's states (``compare.oracle``).
 * **Precision switches**: no framework's precision switches change during the run.
@@ -419,13 +424,21 @@ def trained_model_comparisons(
     dtype: str,
     drift_gates: bool,
     step: int,
+    weights_outputs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Comparison]:
     """Compare a trained model's test outputs, classes and accuracy with the reference's.
 
     The outputs decide the verdict when drift does (``drift_gates``); the classes and accuracy
-    always do, unless every test row whose class differs sits on a near tie of the reference's
-    outputs (``agreement.near_tie_rows``) *and* the outputs agree within ``rule``: then the
-    models are the same to tolerance and rounding broke a tie, which is reported, as drift is.
+    always do, with two exceptions, both reported as drift is:
+
+    * every test row whose class differs sits on a near tie of the reference's outputs
+      (``agreement.near_tie_rows``) *and* the outputs agree within ``rule``: the models are the
+      same to tolerance and rounding broke a tie;
+    * drift does not decide (below float64) and on every such row each model's class is the
+      one its own trained weights give (``agreement.classes_of_own_weights``, from
+      ``weights_outputs``): the classes differ because the weights drifted apart, and the
+      weights' drift is reported, not judged, there. A ``predict`` that disagrees with its own
+      weights still fails in every dtype; a wrong update fails the synced step.
 
     Args:
         framework: The framework compared.
@@ -437,6 +450,8 @@ def trained_model_comparisons(
         dtype: The compute dtype.
         drift_gates: Whether per-state drift decides the verdict (``drift_is_verdict``).
         step: The number of steps (the trained model's step).
+        weights_outputs: The float64 forward of the framework's and the reference's final
+            weights on the test rows, or ``None`` (only the near-tie exception applies).
     """
     actual_outputs = np.asarray(actual_outputs, dtype=np.float64)
     expected_outputs = np.asarray(expected_outputs, dtype=np.float64)
@@ -462,7 +477,11 @@ def trained_model_comparisons(
     differing = classes[0] != classes[1]
     ties = agreement.near_tie_rows(expected_outputs, rule)
     outputs_agree = facts["test_outputs"]["first_failing_step"] is None
-    only_ties = bool(differing.any() and np.all(ties[differing])) and outputs_agree
+    explained = bool(differing.any() and np.all(ties[differing])) and outputs_agree
+    if weights_outputs is not None and not drift_gates and differing.any():
+        own = agreement.classes_of_own_weights(actual_outputs, weights_outputs[0], rule)
+        theirs = agreement.classes_of_own_weights(expected_outputs, weights_outputs[1], rule)
+        explained = explained or bool(np.all((own & theirs)[differing]))
     return [
         Comparison(
             framework=framework,
@@ -470,7 +489,7 @@ def trained_model_comparisons(
             mode=INDEPENDENT,
             quantity=q,
             rtol=0.0 if quantities.is_exact(q) else rule.rtol,
-            gating=(not only_ties) if quantities.is_exact(q) else drift_gates,
+            gating=(not explained) if quantities.is_exact(q) else drift_gates,
             **facts[q],
         )
         for q in quantities.final()
@@ -587,6 +606,7 @@ class _Judge:
         # (framework, against, state quantity) -> a step's recorded state against the state it
         # was given; folded into the synced next-state comparison of that quantity.
         self.given: dict[tuple[str, str, str], agreement.SeriesAccumulator] = {}
+        self.given_atol = tolerances.given_state(dtype).atol_at(0.0)
         floats = [q for q in quantities.records_at_state(problem) if not quantities.is_exact(q)]
         self.scales = {q: agreement.RunningMax() for q in floats}
         self.own_running = {
@@ -598,6 +618,7 @@ class _Judge:
             name: agreement.BinnedSeries(plan.steps + 1, reduce="first") for name in plan.trainers
         }
         self.final_loss: dict[str, float] = {}
+        self.final_params: dict[str, dict[str, np.ndarray]] = {}
         self.finished: dict[str, dict] = {}
         self.oracles: dict[str, list] = {name: [] for name in plan.frameworks}
         self.readings: dict[str, list[tuple[str, dict]]] = {name: [] for name in plan.frameworks}
@@ -656,6 +677,10 @@ class _Judge:
             self.own_scales[framework] = (steps, running)
         if len(steps) and steps[-1] == self.plan.steps:
             self.final_loss[framework] = float(records["loss"][-1])
+            self.final_params[framework] = {
+                name: np.array(records[q][-1:])
+                for name, q in self.problem.network.param_quantities.items()
+            }
         if self.kept is not None:
             for q, kept in self.kept[framework].items():
                 kept.append(np.array(records[q]))
@@ -715,12 +740,13 @@ class _Judge:
         batches = self.problem.batches
         for q in self.problem.state_names():
             # The state a step records at k is the state it was given, exactly, in every dtype
-            # (the given state is already a number of the dtype): a step that records another
-            # state (one step off) fails here even where one update is below the tolerance.
+            # (the given state is already a number of the dtype; a subnormal may read as zero):
+            # a step that records another state (one step off) fails here even where one
+            # update is below the tolerance.
             key = (framework, against, q)
             if key not in self.given:
                 self.given[key] = agreement.SeriesAccumulator(self.dtype, self.plan.steps)
-            self.given[key].add(steps, actual[q], expected[q], 0.0, 0.0)
+            self.given[key].add(steps, actual[q], expected[q], self.given_atol, 0.0)
         for q in quantities.records_at_state(self.problem):
             rule = self._rule("synced", q)
             exact = quantities.is_exact(q)
@@ -830,8 +856,23 @@ class _Judge:
         reference = plan.reference
         comparisons: list[Comparison] = []
         expected_outputs = self.finished[reference]["test_outputs"]
+        synced: list[Comparison] = []
+        for framework in plan.synced:
+            synced += self._per_state(SYNCED, framework, reference)
+        if plan.synced:
+            for framework in plan.trainers:
+                synced += self._per_state(SYNCED, framework, framework)
+        amplification, drift_reported = self._amplification(synced)
+        weights_outputs: dict[str, np.ndarray] = {}
         for framework in plan.independent:
-            comparisons += self._per_state(INDEPENDENT, framework, reference)
+            drift_gates = tolerances.drift_is_verdict(self.dtype, self.mode)
+            drifted = self._per_state(INDEPENDENT, framework, reference)
+            if framework in drift_reported:
+                drift_gates = False
+                drifted = [dataclasses.replace(c, gating=False) for c in drifted]
+            if not drift_gates and not weights_outputs:
+                weights_outputs = self._weights_outputs(plan.X_test)
+            comparisons += drifted
             comparisons += trained_model_comparisons(
                 framework,
                 reference,
@@ -840,14 +881,13 @@ class _Judge:
                 np.asarray(dataset.labels_test),
                 self.rules["independent"],
                 dtype=self.dtype,
-                drift_gates=tolerances.drift_is_verdict(self.dtype, self.mode),
+                drift_gates=drift_gates,
                 step=plan.steps,
+                weights_outputs=(weights_outputs[framework], weights_outputs[reference])
+                if weights_outputs
+                else None,
             )
-        for framework in plan.synced:
-            comparisons += self._per_state(SYNCED, framework, reference)
-        if plan.synced:
-            for framework in plan.trainers:
-                comparisons += self._per_state(SYNCED, framework, framework)
+        comparisons += synced
         outputs = {name: self.finished[name]["test_outputs"] for name in plan.trainers}
         precision = PrecisionFacts(
             mode=self.mode,
@@ -863,6 +903,8 @@ class _Judge:
             },
             environment_changes=agreement.environment_changes(self.readings),
             oracles=self.oracles,
+            amplification=amplification,
+            drift_reported=drift_reported,
         )
         labels_train = np.asarray(dataset.labels_train)
         labels_test = np.asarray(dataset.labels_test)
@@ -923,6 +965,55 @@ class _Judge:
             series_for_plots=series,
             workers=workers,
         )
+
+    def _amplification(self, synced: list[Comparison]) -> tuple[dict[str, float], tuple[str, ...]]:
+        """Per framework checked both ways in float64, how far its trajectory amplified the
+        one-step differences (``tolerances.amplification``, over the parameters), and the
+        frameworks whose drift is therefore reported (``drift_is_amplified_rounding``)."""
+        plan = self.plan
+        if self.dtype != "float64" or not plan.synced:
+            return {}, ()
+        parameters = set(self.problem.network.param_quantities.values())
+        amplification, reported = {}, []
+        for framework in plan.independent:
+            if framework not in plan.synced:
+                continue
+            mine = [c for c in synced if c.framework in (framework, plan.reference)]
+            steps_agree = all(c.passed for c in mine if c.gating)
+            one_step = max(
+                (c.max_abs for c in mine if c.framework == framework and c.quantity in parameters),
+                default=0.0,
+            )
+            drift = max(
+                (
+                    self.accumulators[(INDEPENDENT, framework, plan.reference, q)].max_abs
+                    for q in parameters
+                    if (INDEPENDENT, framework, plan.reference, q) in self.accumulators
+                ),
+                default=0.0,
+            )
+            amplification[framework] = tolerances.amplification(drift, one_step, plan.steps)
+            if tolerances.drift_is_amplified_rounding(
+                self.dtype, amplification[framework], steps_agree
+            ):
+                reported.append(framework)
+        return amplification, tuple(reported)
+
+    def _weights_outputs(self, X_test: np.ndarray) -> dict[str, np.ndarray]:
+        """Every trainer's final weights' test outputs, computed by the NumPy reference's
+        forward in float64 (what the weights themselves predict, free of any framework's
+        rounding). Any network of the contract is one the NumPy reference computes.
+
+        One float64 forward of the test rows per trainer, in this process (NumPy only; imported
+        here, when the rule needs it: float64 runs that judge their drift never load it)."""
+        from implementations import numpy_manual
+
+        exact = dataclasses.replace(self.problem, dtype="float64")
+        with np.errstate(all="ignore"):
+            return {
+                name: numpy_manual.predict(exact, params, X_test)[0]
+                for name, params in self.final_params.items()
+            }
 
     def _trajectories(self):
         if self.kept is None:
