@@ -395,6 +395,10 @@ class _ProcessHandle(_Handle):
         return f"exit status {code}" if code is not None else "it stopped answering"
 
 
+#: Serialises the imports of in-process workers (see ``_ThreadHandle``).
+_THREAD_IMPORTS = threading.Lock()
+
+
 class _ThreadHandle(_Handle):
     """A ``compare.worker.Worker`` in a daemon thread of this process."""
 
@@ -413,7 +417,14 @@ class _ThreadHandle(_Handle):
                 return None
 
         def main() -> None:
-            loaded = module if module is not None else worker_module.load_or_report(spec, send)
+            if module is not None:
+                loaded = module
+            else:
+                # One import at a time: CPython 3.11's AST constructor is not thread-safe
+                # ("SystemError: AST constructor recursion depth mismatch" when two threads
+                # build ASTs at once, as imports of torch and JAX can).
+                with _THREAD_IMPORTS:
+                    loaded = worker_module.load_or_report(spec, send)
             if loaded is not None:
                 worker_module.serve(name, loaded, send, receive)
 

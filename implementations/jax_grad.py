@@ -208,7 +208,12 @@ def loss(
     if name in ("half-mse", "mse", "half-sse"):
         per_element = (A - Y) ** 2
     elif name == "cross-entropy":
-        per_element = optax.softmax_cross_entropy(A, Y)[:, None]  # one value per row
+        # One value per row, in float32 for the 16-bit types and rounded once below, as the
+        # contract's elementwise rule and torch's CPU log_softmax (opmath) do. In bfloat16 itself
+        # XLA's CPU log-sum-exp under jit(vmap) over 253 or more points returned point j's loss
+        # for point 252 + j (jax 0.10.2; tests/test_jax_grad.py keeps the regression test).
+        work = _accumulator(A.dtype)
+        per_element = optax.softmax_cross_entropy(A.astype(work), Y.astype(work))[:, None]
     elif name == "binary-cross-entropy":
         per_element = binary_cross_entropy_terms(A, Y)
     else:

@@ -582,3 +582,41 @@ def test_autodiff_view_names_the_jaxpr():
     ]
     assert [by_name["A1"], by_name["A2"]] == logistic[:2], (logistic, view["names"])
     assert f"{by_name['A1']} = A1" in view["text"], "the printed legend does not name A1"
+
+
+def test_a_bfloat16_cross_entropy_step_over_many_points_gives_each_point_its_own_loss():
+    """Regression: with the log-sum-exp in bfloat16, XLA's CPU kernel under jit(vmap) over 253 or
+    more points gave point 252 + j the loss of point j. Each point's batched loss must be the
+    loss of that point stepped alone (batched matrix products may differ in the last bit only)."""
+    from compare import Recipe, data, weights
+    from implementations.contract import initial_state
+
+    recipe = Recipe(
+        hidden=(3,), activations=("identity", "identity"), loss="cross-entropy", dtype="bfloat16"
+    )
+    dataset = data.load(recipe)
+    problem = recipe.problem(dataset)
+    params = weights.initial_params(recipe, problem.network)
+    points = 260
+    rng = np.random.default_rng(0)
+    state = initial_state(
+        problem,
+        {
+            n: v[None] * (1 + 0.5 * rng.standard_normal((points, *v.shape)))
+            for n, v in params.items()
+        },
+    )
+    X, Y = np.asarray(dataset.X_train), np.asarray(dataset.Y_train)
+    batched = np.asarray(jax_grad.step(problem, state, X, Y, None)[0]["loss"], np.float64)
+    checked = [*range(8), *range(248, points)]
+    alone = np.array(
+        [
+            float(
+                jax_grad.step(problem, {q: v[p : p + 1] for q, v in state.items()}, X, Y, None)[0][
+                    "loss"
+                ][0]
+            )
+            for p in checked
+        ]
+    )
+    np.testing.assert_allclose(batched[checked], alone, rtol=2**-7)
