@@ -47,6 +47,12 @@ Send = Callable[[tuple], None]
 Receive = Callable[[bool], "tuple | None"]
 
 
+#: Bytes of one layer stack's activations (float64) a ``step`` call should hold at most, and the
+#: most states one call takes (``step_group``).
+STEP_GROUP_BYTES = 8 * 2**20
+MAX_STEP_GROUP = 512
+
+
 class Stopped(Exception):
     """The harness asked the worker to stop (Ctrl-C or another worker's failure)."""
 
@@ -231,18 +237,23 @@ class Worker:
         return steps[positions], records, next_states
 
     def _step(self, steps: np.ndarray, states: dict[str, np.ndarray]):
-        """``step`` from each of ``states`` (the states of ``steps``), grouped by batch length."""
+        """``step`` from each of ``states`` (the states of ``steps``), grouped by batch length,
+        at most ``step_group(problem)`` states per call."""
         problem = self.problem
-        if problem.batches.full:
-            records, next_states = self.module.step(problem, states, self.X, self.Y, None)
-        else:
-            rows = _rows(problem, steps)
-            records: dict[str, np.ndarray] = {}
-            next_states: dict[str, np.ndarray] = {}
-            for length in sorted({len(r) for r in rows}):
-                positions = np.array([i for i, r in enumerate(rows) if len(r) == length])
-                group_rows = np.stack([rows[i] for i in positions])
+        rows = None if problem.batches.full else _rows(problem, steps)
+        lengths = [0] if rows is None else sorted({len(r) for r in rows})
+        group_size = step_group(problem)
+        records: dict[str, np.ndarray] = {}
+        next_states: dict[str, np.ndarray] = {}
+        for length in lengths:
+            if rows is None:
+                same_length = np.arange(len(steps))
+            else:
+                same_length = np.array([i for i, r in enumerate(rows) if len(r) == length])
+            for first in range(0, len(same_length), group_size):
+                positions = same_length[first : first + group_size]
                 group = {q: v[positions] for q, v in states.items()}
+                group_rows = None if rows is None else np.stack([rows[i] for i in positions])
                 found, after = self.module.step(problem, group, self.X, self.Y, group_rows)
                 for target, source in ((records, found), (next_states, after)):
                     for q, v in source.items():
@@ -250,13 +261,28 @@ class Worker:
                         if q not in target:
                             target[q] = np.empty((len(steps), *v.shape[1:]), dtype=v.dtype)
                         target[q][positions] = v
-        records = {q: np.asarray(v) for q, v in records.items()}
         next_states = {q: np.asarray(v, dtype=np.float64) for q, v in next_states.items()}
         return records, next_states
 
     def _oracle(self, state: int, params: dict[str, np.ndarray]) -> None:
         results = oracle.check(self.name, self.module, self.problem, state, params, self.X, self.Y)
         self._send(("oracle", state, results))
+
+
+def step_group(problem: Problem) -> int:
+    """States per ``step`` call: a power of two whose activations fill about
+    ``STEP_GROUP_BYTES``, between 1 and ``MAX_STEP_GROUP``.
+
+    A step from many states at once saves the per-call overhead of each framework, but past a
+    cache's worth of activations the elementwise passes of every layer stream from memory and
+    a call of hundreds of states holds hundreds of MB. A power of two keeps the shapes a jitted
+    step sees (``jax_grad`` pads to one) few.
+    """
+    batches = problem.batches
+    rows = batches.rows if batches.full else min(batches.size, batches.rows)
+    per_state = 8 * rows * sum(problem.network.widths[1:])
+    fits = max(1, STEP_GROUP_BYTES // max(per_state, 1))
+    return int(min(MAX_STEP_GROUP, 2 ** (int(fits).bit_length() - 1)))
 
 
 def _rows(problem: Problem, steps: np.ndarray) -> list[np.ndarray]:
