@@ -699,7 +699,8 @@ def step(
     # the last state, to a size compiled before (up to ``STEP_PADDING`` times as many states)
     # or else to a power of two, so that a run compiles it once or twice. The points share
     # nothing, so the copies change no other point's numbers; they are dropped.
-    shape_key = (problem, np.shape(X), None if rows is None else np.shape(rows)[1:])
+    width = None if rows is None else max((np.size(r) for r in rows), default=0)
+    shape_key = (problem, np.shape(X), width)  # rows may be ragged: their widest pads all
     padded = _step_size(shape_key, points)
     filler = np.full(padded - points, points - 1, dtype=np.int64)
     order = np.concatenate([np.arange(points), filler])
