@@ -56,6 +56,12 @@ Send = Callable[[tuple], None]
 Receive = Callable[[bool], "tuple | None"]
 
 
+#: Bytes of one layer stack's activations (float64) a ``step`` call should hold at most, and the
+#: most states one call takes (``step_group``).
+STEP_GROUP_BYTES = 8 * 2**20
+MAX_STEP_GROUP = 512
+
+
 class Stopped(Exception):
     """The harness asked the worker to stop (Ctrl-C or another worker's failure)."""
 
@@ -251,7 +257,7 @@ class Worker:
         every seed's state at each step), grouped by batch length.
 
         The ``n`` steps times ``P`` seeds are flattened into one point axis of ``n * P`` points,
-        stepped in calls of at most ``step_points`` points per batch length, and the results
+        stepped in calls of at most ``step_group`` points per batch length, and the results
         shaped back to ``(n, P, ...)``.
         """
         problem = self.problem
@@ -274,8 +280,10 @@ class Worker:
                 )
         for positions, group_rows in groups:
             # Slices of a bounded number of points: the intermediates of one step call grow
-            # with its points times the rows.
-            size = step_points(problem, len(self.X) if group_rows is None else group_rows.shape[1])
+            # with its points times the rows. A power of two (``step_group``: a jitted step
+            # compiles few shapes), fewer where many seeds would outgrow ``STEP_BYTES``.
+            row_count = len(self.X) if group_rows is None else group_rows.shape[1]
+            size = min(step_group(problem), step_points(problem, row_count))
             for start in range(0, len(positions), size):
                 part = positions[start : start + size]
                 found, after = self.module.step(
@@ -303,6 +311,22 @@ class Worker:
     def _oracle(self, state: int, point: int, params: dict[str, np.ndarray]) -> None:
         results = oracle.check(self.name, self.module, self.problem, state, params, self.X, self.Y)
         self._send(("oracle", state, point, results))
+
+
+def step_group(problem: Problem) -> int:
+    """States per ``step`` call: a power of two whose activations fill about
+    ``STEP_GROUP_BYTES``, between 1 and ``MAX_STEP_GROUP``.
+
+    A step from many states at once saves the per-call overhead of each framework, but past a
+    cache's worth of activations the elementwise passes of every layer stream from memory and
+    a call of hundreds of states holds hundreds of MB. A power of two keeps the shapes a jitted
+    step sees (``jax_grad`` pads to one) few.
+    """
+    batches = problem.batches
+    rows = batches.rows if batches.full else min(batches.size, batches.rows)
+    per_state = 8 * rows * sum(problem.network.widths[1:])
+    fits = max(1, STEP_GROUP_BYTES // max(per_state, 1))
+    return int(min(MAX_STEP_GROUP, 2 ** (int(fits).bit_length() - 1)))
 
 
 def _rows(problem: Problem, steps: np.ndarray) -> list[np.ndarray]:

@@ -661,10 +661,18 @@ def train(
     pending: tuple[int, dict[str, jax.Array]] | None = None
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
+        # A shorter last chunk would compile the scan anew (about a second); it runs the full
+        # chunk length instead and keeps the states it was asked for. The states past the last
+        # are never handed over.
+        length = chunk if total > chunk else stop - start
         rows = (
-            None if batches.full else _padded_rows(batches.chunk(start, stop), batches.size, dtype)
+            None
+            if batches.full
+            else _padded_rows(batches.chunk(start, start + length), batches.size, dtype)
         )
-        state, records = _train_chunk(net, problem.optimizer, state, X, Y, rows, stop - start)
+        state, records = _train_chunk(net, problem.optimizer, state, X, Y, rows, length)
+        if length > stop - start:
+            records = {q: v[: stop - start] for q, v in records.items()}
         if pending is not None:
             sink(pending[0], _host(pending[1]))
             if progress is not None:
@@ -674,6 +682,24 @@ def train(
         sink(pending[0], _host(pending[1]))
     if progress is not None:
         progress(total)
+
+
+#: A step from ``P`` states may run as many as ``STEP_PADDING * P`` to reuse a compiled size.
+STEP_PADDING = 32
+
+#: (problem, X shape, row shape) -> the numbers of states the step was compiled for.
+_STEP_SIZES: dict[tuple, set[int]] = {}
+
+
+def _step_size(key: tuple, points: int) -> int:
+    """The number of states to run a step from ``points`` states as (see ``step``)."""
+    if points == 0:
+        return 0
+    compiled = _STEP_SIZES.setdefault(key, set())
+    reusable = [size for size in compiled if points <= size <= STEP_PADDING * points]
+    size = min(reusable) if reusable else 1 << (points - 1).bit_length()
+    compiled.add(size)
+    return size
 
 
 def step(
@@ -691,18 +717,35 @@ def step(
     batches), for states whose batches differ in size.
     """
     dtype = _dtype(problem)
-    state = _device_state(problem, states)
+    check_params(
+        problem.network, {n: states[q] for n, q in problem.network.param_quantities.items()}
+    )
+    points = len(states[problem.state_names()[0]])
+    # Each new number of states compiles the step anew (about a second): pad it by repeating
+    # the last state, to a size compiled before (up to ``STEP_PADDING`` times as many states)
+    # or else to a power of two, so that a run compiles it once or twice. The points share
+    # nothing, so the copies change no other point's numbers; they are dropped.
+    width = None if rows is None else max((np.size(r) for r in rows), default=0)
+    shape_key = (problem, np.shape(X), width)  # rows may be ragged: their widest pads all
+    padded = _step_size(shape_key, points)
+    filler = np.full(padded - points, points - 1, dtype=np.int64)
+    order = np.concatenate([np.arange(points), filler])
+    state = _device_state(problem, {q: np.asarray(states[q])[order] for q in problem.state_names()})
     X = jnp.asarray(np.asarray(X), dtype=dtype)
     Y = jnp.asarray(np.asarray(Y), dtype=dtype)
     batches = None
     if rows is not None:
         row_lists = [np.asarray(point_rows, dtype=np.int64).ravel() for point_rows in rows]
-        points = next(iter(state.values())).shape[0]
         if len(row_lists) != points:
             raise ValueError(f"rows names {len(row_lists)} batches for {points} states")
+        row_lists = [row_lists[i] for i in order]
         batches = _padded_rows(row_lists, max(len(r) for r in row_lists), dtype)
     records, next_states = _step_points(problem.network, problem.optimizer, state, X, Y, batches)
-    return _host(records), _host(next_states)
+    records, next_states = _host(records), _host(next_states)
+    return (
+        {q: v[:points] for q, v in records.items()},
+        {q: v[:points] for q, v in next_states.items()},
+    )
 
 
 def _device_params(

@@ -144,15 +144,17 @@ def sigmoid(Z: np.ndarray) -> np.ndarray:
     ``exp(-|z|)`` never overflows, and the two branches are the same function:
     ``1 / (1 + e^-z)`` for ``z >= 0`` and ``e^z / (1 + e^z)`` for ``z < 0``.
     """
-    # Written in place, the same operations as
-    # ``E = exp(-|Z|); where(Z >= 0, 1 / (1 + E), E / (1 + E))`` on two buffers instead of
-    # seven temporaries: the activations of many points at once are large.
+    # The same numbers as ``E = exp(-|Z|); where(Z >= 0, 1, E) / (1 + E)``, written in place on
+    # two buffers, and without a masked operation (``where=``, ``np.where``): a mask that
+    # follows the signs of Z costs a mispredicted branch per element, several times the exp.
     E = np.abs(Z)
     np.negative(E, out=E)
     np.exp(E, out=E)
     one_plus_E = 1 + E
-    np.divide(E, one_plus_E, out=E)  # z < 0: e^z / (1 + e^z)
-    np.divide(1, one_plus_E, out=E, where=Z >= 0)  # z >= 0: 1 / (1 + e^-z)
+    # The numerator max(E, [z >= 0]) is exactly 1 where z >= 0 (0 < E <= 1) and exactly E
+    # elsewhere (E >= 0); a NaN input stays NaN (maximum propagates it).
+    np.maximum(E, Z >= 0, out=E)
+    np.divide(E, one_plus_E, out=E)  # z >= 0: 1 / (1 + e^-z); z < 0: e^z / (1 + e^z)
     return E
 
 

@@ -510,7 +510,9 @@ def predict(problem: Problem, params: Params, X: np.ndarray) -> np.ndarray:
 def precision_environment() -> dict[str, object]:
     """The global switches that decide torch's float32 arithmetic and its summation order."""
     return {
-        "torch.version": torch.__version__,
+        # A plain str: torch.__version__ is a TorchVersion, whose unpickling imports torch into
+        # the harness (200 MB and a second and a half, for one line of a report).
+        "torch.version": str(torch.__version__),
         "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
         "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,

@@ -308,3 +308,61 @@ def test_a_recipe_outside_what_an_implementation_covers_is_refused_naming_it(tmp
     with pytest.raises(harness.Unsupported) as refused:
         check(Recipe(steps=3, optimizer="adam"), frameworks=("numpy", plugin), oracles=False)
     assert str(refused.value).endswith("sigmoid_only.py does not support optimizer adam")
+
+
+def test_a_worker_steps_in_groups_of_step_group_states_and_puts_every_result_in_its_place(
+    monkeypatch,
+):
+    """Many states (minibatches: ragged, an epoch's last batch is partial) are stepped at most
+    ``MAX_STEP_GROUP`` at a time, and each result lands at its own state's position."""
+    from compare import data, weights
+    from compare import worker as worker_module
+    from implementations.contract import initial_state
+
+    recipe = Recipe(steps=30, batch_size=50)
+    dataset = data.load(recipe)
+    problem = recipe.problem(dataset)
+    params = weights.initial_params(recipe, problem.network)
+    X = np.asarray(dataset.X_train, dtype=np.float64)
+    Y = np.asarray(dataset.Y_train, dtype=np.float64)
+    kept = []
+    numpy_manual.train(
+        problem,
+        initial_state(problem, {name: value[None] for name, value in params.items()}),
+        X,
+        Y,
+        recipe.steps,
+        chunk=100,
+        sink=lambda start, records: kept.append(records),
+    )
+    steps = np.arange(recipe.steps + 1)
+    states = {q: kept[0][q][:, 0] for q in problem.state_names()}
+    sizes = []
+
+    class Counting:
+        def step(self, problem, states, X, Y, rows):
+            sizes.append(len(next(iter(states.values()))))
+            return numpy_manual.step(problem, states, X, Y, rows)
+
+    monkeypatch.setattr(worker_module, "MAX_STEP_GROUP", 4)
+    worker = worker_module.Worker("numpy", Counting(), lambda message: None, lambda block: None)
+    worker.problem, worker.X, worker.Y = problem, X, Y
+    records, next_states = worker._step(steps, states)
+    assert max(sizes) == 4 and sum(sizes) == len(steps), f"calls of {sizes} states"
+    for k in steps:
+        alone, after = numpy_manual.step(
+            problem,
+            {q: v[k : k + 1] for q, v in states.items()},
+            X,
+            Y,
+            [problem.batches.indices(k)],
+        )
+        for found, expected in ((records, alone), (next_states, after)):
+            for quantity, value in expected.items():
+                np.testing.assert_allclose(
+                    found[quantity][k],
+                    value[0],
+                    rtol=1e-12,
+                    atol=1e-15,
+                    err_msg=f"{quantity} of state {k}",
+                )

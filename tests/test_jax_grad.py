@@ -10,6 +10,7 @@ JAX compilation dominates the time: the networks are tiny, and each test reuses 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -330,7 +331,7 @@ def test_points_train_as_if_alone(problem):
             )
 
 
-def test_chunking_changes_nothing_and_compiles_twice():
+def test_chunking_changes_nothing_and_compiles_once():
     problem = MOMENTUM_MINIBATCH
     whole = trained(problem, 2, seed=1)  # 8 states in one chunk
     before = jax_grad._train_chunk._cache_size()
@@ -345,7 +346,9 @@ def test_chunking_changes_nothing_and_compiles_twice():
         sink=lambda start, records: chunks.append((start, records)),
         progress=progress.append,
     )
-    assert jax_grad._train_chunk._cache_size() - before == 2, "one compilation per chunk length"
+    # The last, shorter chunk runs the full chunk length (its extra states are dropped): one
+    # compilation, not one per chunk length.
+    assert jax_grad._train_chunk._cache_size() - before == 1, "compiled more than once"
     assert [(start, r["loss"].shape[0]) for start, r in chunks] == [(0, 3), (3, 3), (6, 2)]
     assert progress[-1] == 8 and progress == sorted(progress), f"progress: {progress}"
     for quantity, values in whole.items():
@@ -354,6 +357,31 @@ def test_chunking_changes_nothing_and_compiles_twice():
             values,
             err_msg=f"{quantity} changes with the chunk size",
         )
+
+
+def test_step_pads_the_number_of_states_to_a_compiled_size_and_drops_the_padding():
+    """Steps from 5, 3 and 1 states compile one size (8): the padding copies of the last state
+    are dropped, and every state gets the numbers it gets among others."""
+    problem = dataclasses.replace(ADAM_FULL, batches=Batches(rows=ROWS, size=0, seed=5))
+    records = trained(problem, 1, seed=3)
+    states = {q: records[q][:5, 0] for q in problem.state_names()}
+    before = jax_grad._step_points._cache_size()
+    results = [
+        jax_grad.step(problem, {q: v[:points] for q, v in states.items()}, X, Y, None)
+        for points in (5, 3, 1)
+    ]
+    assert jax_grad._step_points._cache_size() - before == 1, "compiled once per size asked"
+    for (got, after), points in zip(results, (5, 3, 1), strict=True):
+        for quantity, values in {**got, **after}.items():
+            assert len(values) == points, f"{quantity}: {len(values)} states for {points}"
+        for quantity in problem.record_names():
+            np.testing.assert_allclose(
+                got[quantity],
+                records[quantity][:points, 0],
+                rtol=1e-13,
+                atol=1e-15,
+                err_msg=f"{quantity} of a padded step differs from the training loop's",
+            )
 
 
 @pytest.mark.parametrize("problem", [ADAM_FULL, MOMENTUM_MINIBATCH], ids=["adam", "momentum"])

@@ -503,3 +503,10 @@ def test_importing_changes_no_global_torch_state():
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     assert completed.returncode == 0, completed.stderr
+
+
+def test_precision_switches_are_plain_python_values():
+    """The switches travel to the harness pickled: a torch type among them (``torch.__version__``
+    is a ``TorchVersion``) would import torch into the harness process to unpickle it."""
+    for name, value in torch_autograd.precision_environment().items():
+        assert type(value).__module__ == "builtins", f"{name} is a {type(value)}"
