@@ -207,6 +207,13 @@ def render_precision(console: Console, result) -> None:
             f"{result.network.activations[0]} at the initial weights (unscaled data): "
             "gradients there vanish; --standardize scales the inputs."
         )
+    if result.mode == "independent" and result.dtype != "float64":
+        console.print(
+            f"Note: in {result.dtype}, independent mode judges non-finite values, each model's "
+            "classes against its own weights and the gradient oracles; the drift above is "
+            "reported, not judged, so a wrong update can pass here. --mode both (the default) "
+            "also steps every framework from the reference's states, which catches it."
+        )
     render_near_ties(console, result)
     render_oracles(console, facts.oracles)
     for name, switches in facts.environment.items():
