@@ -6,8 +6,11 @@ upstream gradient, in float32 and round once to the dtype; so does the NumPy ref
 measures, for every activation, on a grid of inputs (``GRID_SIZE`` values in [-20, 20] plus
 saturated and tiny ones) and one seeded upstream gradient, the fraction of forward values and
 of backward values (``dL/dZ`` from ``dL/dA``) where an implementation's result differs in any
-bit from torch's and from the NumPy reference's. One ulp is enough to flip a saturated term
-of a bfloat16 run, so the target is 0.
+bit from torch's and from the NumPy reference's, over the whole grid and over ``Z >= -3``
+alone: below about -3 the GELUs' ``1 + erf`` and ``1 + tanh`` cancel in float32, so each
+library's value there is as good as its erf or tanh and no two agree. One ulp is enough to flip
+a saturated term of a bfloat16 run, so the target is 0. (Values below float32's smallest normal
+number count as differences too: XLA's CPU backend flushes them to zero, torch keeps them.)
 
 Usage: ``python benchmarks/activation_rounding.py [--dtypes bfloat16,float16]``
 """
@@ -21,6 +24,9 @@ import numpy as np
 from implementations.contract import ACTIVATIONS
 
 GRID_SIZE = 100_000
+
+#: Where the GELUs stop cancelling (see the module docstring).
+ACCURATE_FROM = -3.0
 
 
 def inputs(dtype: np.dtype) -> np.ndarray:
@@ -74,10 +80,11 @@ def jax_result(module, name: str, Z: np.ndarray, G: np.ndarray) -> tuple[np.ndar
     return np.asarray(A).astype(np.float32), np.asarray(dZ).astype(np.float32)
 
 
-def mismatch(a: np.ndarray, b: np.ndarray) -> float:
-    """Fraction of elements that differ (NaN matches NaN)."""
+def mismatch(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Fraction of elements (of those ``where`` selects) that differ (NaN matches NaN)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    return float(np.mean(~((a == b) | (np.isnan(a) & np.isnan(b)))))
+    differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    return float(np.mean(differ if where is None else differ[where]))
 
 
 def measure(dtypes: tuple[str, ...]) -> list[dict[str, object]]:
@@ -90,6 +97,7 @@ def measure(dtypes: tuple[str, ...]) -> list[dict[str, object]]:
         dtype = numpy_manual.numpy_dtype(dtype_name)
         Z = inputs(dtype)
         G = upstream(dtype, Z.size)
+        accurate = Z.astype(np.float32) >= ACCURATE_FROM
         for name in ACTIVATIONS:
             torch_A, torch_dZ = torch_result(name, Z, G)
             numpy_A, numpy_dZ = numpy_reference(name, Z, G)
@@ -108,6 +116,8 @@ def measure(dtypes: tuple[str, ...]) -> list[dict[str, object]]:
                         "backward_vs_torch": mismatch(dZ, torch_dZ),
                         "forward_vs_numpy": mismatch(A, numpy_A),
                         "backward_vs_numpy": mismatch(dZ, numpy_dZ),
+                        "forward_vs_torch_accurate": mismatch(A, torch_A, accurate),
+                        "backward_vs_torch_accurate": mismatch(dZ, torch_dZ, accurate),
                     }
                 )
     return rows
@@ -120,13 +130,15 @@ def main() -> None:
     rows = measure(tuple(args.dtypes.split(",")))
     print(
         f"{'dtype':9} {'activation':11} {'impl':9} "
-        f"{'fwd/torch':>10} {'bwd/torch':>10} {'fwd/numpy':>10} {'bwd/numpy':>10}"
+        f"{'fwd/torch':>10} {'bwd/torch':>10} {'fwd/numpy':>10} {'bwd/numpy':>10} "
+        f"{'fwd/torch Z>=-3':>16} {'bwd/torch Z>=-3':>16}"
     )
     for row in rows:
         print(
             f"{row['dtype']:9} {row['activation']:11} {row['implementation']:9} "
             f"{row['forward_vs_torch']:10.4%} {row['backward_vs_torch']:10.4%} "
-            f"{row['forward_vs_numpy']:10.4%} {row['backward_vs_numpy']:10.4%}"
+            f"{row['forward_vs_numpy']:10.4%} {row['backward_vs_numpy']:10.4%} "
+            f"{row['forward_vs_torch_accurate']:16.4%} {row['backward_vs_torch_accurate']:16.4%}"
         )
 
 
