@@ -3,8 +3,11 @@ from optax.
 
 Design rules:
 
-* No derivative is written here. ``loss_of_params`` is a pure function of the parameters;
-  ``jax.value_and_grad`` differentiates it. Activations come from ``jax.nn`` and the
+* No derivative is written here but where the contract fixes one by convention (binary
+  cross-entropy's floor) or by its rounding (the sigmoid's and tanh's from their 16-bit output,
+  ``rounded_once``). ``loss_of_params`` is a pure function of the parameters;
+  ``jax.value_and_grad`` differentiates it. Activations come from ``jax.nn`` (in float16 and
+  bfloat16 computed in float32 and rounded once, ``rounded_once``) and the
   cross-entropy from ``optax.softmax_cross_entropy``; the update is optax's ``sgd`` / ``adam``
   / ``adamw``, each convention set explicitly so that the mathematics is the contract's (torch's
   formulas, ``implementations.contract.Optimizer``). Where optax and torch round in a
