@@ -12,24 +12,29 @@ a user waits for):
 * ``crosscheck run --init-seed S`` for a sample of ``--sample`` seeds one after another; the
   one-at-a-time cost of the N seeds is the sample's mean times N (stated as an extrapolation).
 
-Prints every measurement, then the two ratios and whether the first meets its target. The
-sweep's cost is whatever the engine does today: until ``check`` batches seeds (one ``train``
-call with a point per seed per framework) a sweep is N checks spread over the Dask workers, and
-the ratio says so honestly. Exit status 0 when the sweep meets the 10x target.
+Prints every measurement, then the two ratios and whether the first meets its target. A sweep
+checks each task's seeds with one ``compare.check.check_seeds`` run (every framework trains the
+seeds side by side, each seed judged alone). With ``--profile`` it then runs ``check_seeds`` on
+the N seeds once more in this process (frameworks in threads) and says where the time went:
+each framework's training, its synced steps (from the reference's states) and its own steps,
+and the judge (every seed's accumulators). Exit status 0 when the sweep meets the 10x target.
 
 Usage: ``python benchmarks/bench_sweep.py [--seeds 1000] [--sample 10] [--repeats 3]
-[--workers N] [--steps 5000] [--frameworks numpy,torch,jax]``
+[--workers N] [--in-process] [--steps 5000] [--frameworks numpy,torch,jax] [--profile]``
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import psutil
@@ -61,12 +66,66 @@ def measure(command: list[str]) -> tuple[float, float, int]:
     return time.perf_counter() - started, peak / 1e9, process.returncode
 
 
+def profile(seeds: int, steps: int, frameworks: list[str]) -> dict[str, float]:
+    """Seconds by part of one ``check_seeds`` run of ``seeds`` seeds in this process: the
+    frameworks in threads, every part timed where it runs. The parts overlap in wall time
+    (threads), so they are shares of the work, not of the wall time."""
+    sys.path.insert(0, str(HERE.parent))
+    import importlib
+
+    from compare import worker
+    from compare.recipe import Recipe
+
+    # The module, not the function ``compare.check`` may name.
+    check = importlib.import_module("compare.check")
+
+    spent: dict[str, float] = defaultdict(float)
+    lock = threading.Lock()
+
+    def timed(owner, name, label):
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def wrapper(self, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                with lock:
+                    spent[label(self, args)] += time.perf_counter() - started
+
+        setattr(owner, name, wrapper)
+
+    # A worker's own steps run inside its training loop's sink, synced steps too (served while
+    # it trains): its training time is its ``seconds`` summed over the seeds, which excludes them.
+    timed(worker.Worker, "_own_step", lambda w, a: f"{w.name}: own steps")
+    timed(worker.Worker, "_synced", lambda w, a: f"{w.name}: synced steps")
+    timed(worker.Worker, "_oracle", lambda w, a: f"{w.name}: oracles")
+    for method in ("reference_chunk", "framework_chunk", "independent", "synced_records"):
+        timed(check._SeedJudges, method, lambda j, a: "judge (every seed's accumulators)")
+    for method in ("synced_next", "own_step", "trained"):
+        timed(check._SeedJudges, method, lambda j, a: "judge (every seed's accumulators)")
+    started = time.perf_counter()
+    results = check.check_seeds(Recipe(steps=steps), list(range(seeds)), frameworks, isolate=False)
+    wall = time.perf_counter() - started
+    for name, summary in results[0].summaries.items():
+        spent[f"{name}: training"] = summary["seconds"] * seeds
+    spent["wall"] = wall
+    return dict(spent)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1000, help="seeds in the sweep")
     parser.add_argument("--sample", type=int, default=10, help="seeds run one at a time")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the bare loops")
     parser.add_argument("--workers", type=int, help="Dask workers (default: one per core)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="run the sweep without Dask (--in-process)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="then say where the time of the seeds goes"
+    )
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--frameworks", default="numpy,torch,jax")
     args = parser.parse_args()
@@ -108,6 +167,8 @@ def main() -> int:
         command += ["--report", str(Path(folder) / "sweep.json")]
         if args.workers:
             command += ["--workers", str(args.workers)]
+        if args.in_process:
+            command += ["--in-process"]
         sweep_seconds, sweep_peak, status = measure(command)
     print(
         f"crosscheck sweep --seeds {args.seeds}: {sweep_seconds:7.2f} s {sweep_peak:6.2f} GB "
@@ -129,6 +190,13 @@ def main() -> int:
         f"{args.sample} seeds)"
     )
     print(f"sweep per seed: {sweep_seconds / args.seeds:.3f} s; exit status of the sweep {status}")
+    if args.profile:
+        print(f"\nwhere the time of check_seeds on {args.seeds} seeds goes (in-process, threads):")
+        parts = profile(args.seeds, args.steps, args.frameworks.split(","))
+        wall = parts.pop("wall")
+        for part, seconds in sorted(parts.items(), key=lambda item: -item[1]):
+            print(f"  {part:40s} {seconds:8.2f} s")
+        print(f"  {'wall time':40s} {wall:8.2f} s")
     return 0 if ratio <= TARGET_RATIO and status == 0 else 1
 
 

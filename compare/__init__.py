@@ -7,8 +7,9 @@ The library's front door::
     result.verdict  # "pass" or "fail"
 
 ``Recipe`` (``compare.recipe``) says what to train; ``check`` (``compare.check``) trains every
-framework, compares them and reaches the verdict. Both are imported on first use, so importing
-``compare`` (as every worker process does) imports nothing else.
+framework, compares them and reaches the verdict; ``check_seeds`` does so for many
+initial-weight seeds in one run (trained side by side, each judged alone). They are imported on
+first use, so importing ``compare`` (as every worker process does) imports nothing else.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from compare.check import CheckResult, check
+    from compare.check import CheckResult, check, check_seeds
     from compare.recipe import Recipe
 
-__all__ = ["CheckResult", "Recipe", "check"]
+__all__ = ["CheckResult", "Recipe", "check", "check_seeds"]
 
 
 def __getattr__(name: str):
-    if name in ("check", "CheckResult"):
+    if name in ("check", "check_seeds", "CheckResult"):
         module = importlib.import_module("compare.check")
         # Importing the submodule bound ``compare.check`` to it; the public name is the
         # function (the module stays callable for code that imported it first).

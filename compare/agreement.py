@@ -415,6 +415,24 @@ def near_tie_rows(outputs: np.ndarray, rule: tolerances.Rule) -> np.ndarray:
         return top1_margins(outputs) <= tolerances.near_tie_margin(scale, rule)
 
 
+def classes_of_own_weights(
+    outputs: np.ndarray, weights_outputs: np.ndarray, rule: tolerances.Rule
+) -> np.ndarray:
+    """``(rows,)``: rows whose class is the one the model's own weights give: the class of
+    ``weights_outputs`` (a float64 forward of the same weights), or any class where that row
+    is a near tie under ``rule`` (one forward in the dtype may round it either way).
+
+    Args:
+        outputs: A framework's trained model's test outputs ``(rows, outputs)``.
+        weights_outputs: The float64 forward of that model's final weights on the same rows.
+        rule: The independent rule, which decides what a near tie is.
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    weights_outputs = np.asarray(weights_outputs, dtype=np.float64)
+    same = np.argmax(outputs, axis=-1) == np.argmax(weights_outputs, axis=-1)
+    return same | near_tie_rows(weights_outputs, rule)
+
+
 def near_tie_facts(
     reference: str, outputs: dict[str, np.ndarray], rule: tolerances.Rule
 ) -> dict[str, dict[str, object]]:
@@ -490,6 +508,12 @@ class PrecisionFacts:
         environment: Framework -> its precision switches at the start.
         environment_changes: One line per switch that changed during the run (empty: none).
         oracles: Framework -> its ``compare.oracle.OracleResult`` list.
+        amplification: Framework -> how many times its float64 independent drift exceeds what
+            its measured one-step differences add up to (``tolerances.amplification``), for
+            the frameworks checked in both modes in float64.
+        drift_reported: The frameworks whose float64 drift is reported, not judged, because
+            their trajectory is measured to amplify rounding
+            (``tolerances.drift_is_amplified_rounding``).
     """
 
     mode: str
@@ -499,6 +523,8 @@ class PrecisionFacts:
     environment: dict[str, dict[str, object]]
     environment_changes: list[str]
     oracles: dict[str, list] = field(default_factory=dict)
+    amplification: dict[str, float] = field(default_factory=dict)
+    drift_reported: tuple[str, ...] = ()
 
     @property
     def failed_oracles(self) -> list[tuple[str, object]]:

@@ -7,23 +7,36 @@ and a notebook gets the same verdict with ``from compare import Recipe, check``.
 What decides the verdict (the reasoning of every number is in ``compare.tolerances``):
 
 * **Independent mode**: each framework trains alone; its every state is compared with the
-  reference's. In float64 (or when only ``independent`` is asked) every per-state quantity must
-  agree; below float64 the drift is reported (``Comparison.gating`` false) and the trained
-  model's test predictions and accuracy must agree, unless every test row whose class differs
-  sits on a near tie and the test outputs agree within tolerance (rounding broke a tie).
+  reference's. In float64 every per-state quantity must agree, unless every synced and own
+  step agreed and the run measures its trajectory amplifying their rounding
+  (``tolerances.drift_is_amplified_rounding``); below float64 the drift is reported
+  (``Comparison.gating`` false) and the trained model's test predictions and accuracy must
+  agree, unless every test row whose class differs sits on a near tie and the test outputs
+  agree within tolerance (rounding broke a tie), or, below float64, each model's class on
+  those rows is the one its own weights give (the weights drifted apart, which is reported):
+  a ``predict`` that disagrees with its weights fails in every dtype.
 * **Synced mode**: each framework takes one full step from the reference's state ``k``, for
   every ``k``; its loss, gradients and correct count at ``k`` and its state after the step
   (parameters and optimizer state) must agree with the reference's. A wrong derivative or a
   wrong update fails at step 0 or 1 in every dtype, with no accumulated drift. The state a
-  step records at ``k`` must be the state it was given, exactly (folded into the state's
-  synced comparison), so a record one step off fails in every dtype. Every training framework
-  also steps from each of its own states: its training loop must agree with its ``step``.
+  step records at ``k`` must be the state it was given, exactly but for a subnormal read as
+  zero (``tolerances.given_state``; folded into the state's synced comparison), so a record
+  one step off fails in every dtype. Every training framework also steps from each of its own
+  states: its training loop must agree with its ``step``.
 * **Oracles**: every framework's gradient passes the Taylor test and its library's
   finite-difference check at a few of the reference's states (``compare.oracle``).
 * **Precision switches**: no framework's precision switches change during the run.
 
 The harness streams records in chunks (``compare.harness``); ``_Judge`` folds each chunk into
 accumulators (``compare.agreement``) and drops it, so memory does not grow with the steps.
+
+**Seeds** (``check_seeds``): one harness run trains every seed's initial weights side by side,
+as the ``P`` points of each framework's ``train`` (``implementations.contract``); the synced and
+own-step jobs step from every seed's state at once. Each seed has a ``_Judge`` of its own
+(``_SeedJudges`` hands it its point of every record), so each seed's ``CheckResult`` is what
+``check`` finds for that seed alone; ``check`` is ``check_seeds`` with one seed. The oracles
+check gradient formulas, which do not depend on the seed, so they run for the first seed (or
+first few, ``oracle_seeds``); ``CheckResult.oracle_seeds`` says which seeds they checked.
 """
 
 from __future__ import annotations
@@ -100,6 +113,11 @@ class CheckResult:
         series_for_plots: ``PlotSeries``.
         workers: Framework -> the process id its worker ran in.
         stats: What the harness held at most (``harness.RunStats``).
+        oracle_seeds: The seeds of the run (``check_seeds``) whose gradients the oracles
+            checked; empty when the oracles were off. This seed's ``precision.oracles`` are
+            empty unless it is one of them.
+        batch_seeds: How many seeds were trained side by side in the run (1 for ``check``); a
+            summary's ``seconds`` is this seed's share of its framework's training time.
     """
 
     recipe: Recipe
@@ -123,6 +141,13 @@ class CheckResult:
     series_for_plots: PlotSeries
     workers: dict[str, int] = field(default_factory=dict)
     stats: harness.RunStats | None = None
+    oracle_seeds: tuple[int, ...] = ()
+    batch_seeds: int = 1
+
+    @property
+    def oracles_checked(self) -> bool:
+        """The oracles checked this seed's gradients (``oracle_seeds``)."""
+        return self.recipe.init_seed in self.oracle_seeds
 
     @property
     def passed(self) -> bool:
@@ -201,6 +226,9 @@ def check(
 ) -> CheckResult:
     """Cross-check ``frameworks`` on ``recipe`` against ``reference`` and reach the verdict.
 
+    ``check_seeds`` with the recipe's own initial weights (its ``init_seed``, or its explicit
+    weights) as the one seed.
+
     Args:
         recipe: What to train.
         frameworks: Specs of the frameworks (registry names, plugin paths, modules); the
@@ -230,6 +258,66 @@ def check(
         harness.WorkerError: a worker crashed.
         KeyboardInterrupt: Ctrl-C (the workers are killed first).
     """
+    return check_seeds(
+        recipe,
+        None,
+        frameworks,
+        reference,
+        mode,
+        rtol,
+        atol,
+        progress=progress,
+        trajectories=trajectories,
+        record_every=record_every,
+        oracles=oracles,
+        modules=modules,
+        isolate=isolate,
+        chunk=chunk,
+    )[0]
+
+
+def check_seeds(
+    recipe: Recipe,
+    seeds: Sequence[int] | None,
+    frameworks: Sequence[str] = DEFAULT_FRAMEWORKS,
+    reference: str = "numpy",
+    mode: str = "both",
+    rtol: float | None = None,
+    atol: float | None = None,
+    *,
+    progress: harness.Progress | None = None,
+    trajectories: bool = False,
+    record_every: int = 1,
+    oracles: bool = True,
+    oracle_seeds: Sequence[int] | None = None,
+    modules: Mapping[str, ModuleType] | None = None,
+    isolate: bool = True,
+    chunk: int | None = None,
+) -> list[CheckResult]:
+    """Cross-check ``recipe`` at every seed of ``seeds`` in one run, each seed's result what
+    ``check(recipe.replace(init_seed=seed), ...)`` finds.
+
+    Every framework trains all the seeds' initial weights side by side (one ``train`` call,
+    one point per seed) and steps from all of their states at once; each seed is judged
+    alone. Memory grows with the number of seeds (the chunks hold fewer states); a run too
+    large for the machine is refused up front (``harness.TooLarge``).
+
+    Args:
+        recipe: What to train; its ``init_seed`` is replaced by each seed.
+        seeds: Initial-weight seeds (integers in ``[0, 2**32)``, no repeats), or ``None`` for
+            the recipe's own initial weights (its seed or its explicit weights) alone.
+        oracle_seeds: The seeds (among ``seeds``) whose gradients the oracles check; default:
+            the first. They check gradient formulas, which do not depend on the seed, so one
+            seed is enough; ``CheckResult.oracle_seeds`` names them.
+        frameworks, reference, mode, rtol, atol, progress, trajectories, record_every, oracles,
+        modules, isolate, chunk: As ``check``.
+
+    Returns:
+        One ``CheckResult`` per seed, in the order of ``seeds``.
+
+    Raises:
+        As ``check``.
+    """
     if not isinstance(recipe, Recipe):
         raise CheckError(f"check takes a compare.Recipe, got {type(recipe).__name__}")
     if mode not in tolerances.MODES:
@@ -240,6 +328,8 @@ def check(
         raise CheckError(f"record_every must be a positive integer, got {record_every!r}")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise CheckError(f"chunk must be a positive integer, got {chunk!r}")
+    seeds = _seed_list(recipe, seeds)
+    points = _oracle_points(seeds, oracle_seeds) if oracles else ()
     names = _frameworks(frameworks, reference)
     modules = dict(modules or {})
     for name in names:
@@ -249,8 +339,14 @@ def check(
         # The workers import their frameworks while this process loads the data.
         dataset = data.load(recipe)
         problem = recipe.problem(dataset)
-        params = weights.initial_params(recipe, problem.network)
-        initial = initial_state(problem, {name: value[None] for name, value in params.items()})
+        if seeds is None:
+            drawn = weights.initial_params(recipe, problem.network)
+            params = {name: value[None] for name, value in drawn.items()}
+            recipes = [recipe]
+        else:
+            params = weights.initial_params_batch(recipe, problem.network, seeds)
+            recipes = [recipe.replace(init_seed=seed) for seed in seeds]
+        initial = initial_state(problem, params)
         others = names[1:]
         plan = harness.Plan(
             problem=problem,
@@ -264,19 +360,57 @@ def check(
             trainers=names if mode != SYNCED else (reference,),
             independent=others if mode != SYNCED else (),
             synced=others if mode != INDEPENDENT else (),
-            chunk=chunk or harness.chunk_size(problem),
+            chunk=chunk or harness.chunk_size(problem, len(recipes)),
             record_every=record_every,
             oracle_states=tuple(oracle.states_to_check(recipe.steps, record_every))
             if oracles
             else (),
+            oracle_points=points,
         )
         harness.check_memory(plan, trajectories, workers.processes)
-        judge = _Judge(plan, mode, rtol, atol, trajectories)
-        stats = harness.run(workers, plan, judge, progress)
+        judges = _SeedJudges([_Judge(plan, mode, rtol, atol, trajectories) for _ in recipes])
+        stats = harness.run(workers, plan, judges, progress)
         pids = {name: handle.pid for name, handle in workers.handles.items()}
-    result = judge.result(recipe, dataset, pids)
-    result.stats = stats
-    return result
+    with_oracles = tuple(recipes[point].init_seed for point in points)
+    results = []
+    for one, judge in zip(recipes, judges.judges, strict=True):
+        result = judge.result(one, dataset, pids)
+        result.stats = stats
+        result.oracle_seeds = with_oracles
+        result.batch_seeds = len(recipes)
+        results.append(result)
+    return results
+
+
+def _oracle_points(seeds: list[int] | None, oracle_seeds: Sequence[int] | None) -> tuple:
+    """The points (positions in ``seeds``) of the seeds the oracles check."""
+    if oracle_seeds is None:
+        return (0,)
+    if seeds is None:
+        seeds = []
+    if isinstance(oracle_seeds, (str, bytes)) or not isinstance(oracle_seeds, Sequence):
+        raise CheckError(f"oracle_seeds must be a list of seeds, got {oracle_seeds!r:.60}")
+    unknown = [seed for seed in oracle_seeds if seed not in seeds]
+    if unknown:
+        raise CheckError(f"oracle seed {unknown[0]!r:.60} is not one of the seeds checked")
+    return tuple(sorted({seeds.index(seed) for seed in oracle_seeds}))
+
+
+def _seed_list(recipe: Recipe, seeds: Sequence[int] | None) -> list[int] | None:
+    if seeds is None:
+        return None
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+        raise CheckError(f"seeds must be a non-empty list of integers, got {seeds!r:.60}")
+    if recipe.explicit_weights:
+        raise CheckError("the recipe gives explicit initial weights, so there is no seed to vary")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise CheckError(f"a seed must be an integer, got {seed!r:.60}")
+        if not 0 <= seed < 2**32:
+            raise CheckError(f"a seed must be in [0, 2**32), got {seed}")
+    if len(set(seeds)) != len(seeds):
+        raise CheckError("seeds must not repeat")
+    return [int(seed) for seed in seeds]
 
 
 def trained_model_comparisons(
@@ -290,13 +424,21 @@ def trained_model_comparisons(
     dtype: str,
     drift_gates: bool,
     step: int,
+    weights_outputs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Comparison]:
     """Compare a trained model's test outputs, classes and accuracy with the reference's.
 
     The outputs decide the verdict when drift does (``drift_gates``); the classes and accuracy
-    always do, unless every test row whose class differs sits on a near tie of the reference's
-    outputs (``agreement.near_tie_rows``) *and* the outputs agree within ``rule``: then the
-    models are the same to tolerance and rounding broke a tie, which is reported, as drift is.
+    always do, with two exceptions, both reported as drift is:
+
+    * every test row whose class differs sits on a near tie of the reference's outputs
+      (``agreement.near_tie_rows``) *and* the outputs agree within ``rule``: the models are the
+      same to tolerance and rounding broke a tie;
+    * drift does not decide (below float64) and on every such row each model's class is the
+      one its own trained weights give (``agreement.classes_of_own_weights``, from
+      ``weights_outputs``): the classes differ because the weights drifted apart, and the
+      weights' drift is reported, not judged, there. A ``predict`` that disagrees with its own
+      weights still fails in every dtype; a wrong update fails the synced step.
 
     Args:
         framework: The framework compared.
@@ -308,6 +450,8 @@ def trained_model_comparisons(
         dtype: The compute dtype.
         drift_gates: Whether per-state drift decides the verdict (``drift_is_verdict``).
         step: The number of steps (the trained model's step).
+        weights_outputs: The float64 forward of the framework's and the reference's final
+            weights on the test rows, or ``None`` (only the near-tie exception applies).
     """
     actual_outputs = np.asarray(actual_outputs, dtype=np.float64)
     expected_outputs = np.asarray(expected_outputs, dtype=np.float64)
@@ -333,7 +477,11 @@ def trained_model_comparisons(
     differing = classes[0] != classes[1]
     ties = agreement.near_tie_rows(expected_outputs, rule)
     outputs_agree = facts["test_outputs"]["first_failing_step"] is None
-    only_ties = bool(differing.any() and np.all(ties[differing])) and outputs_agree
+    explained = bool(differing.any() and np.all(ties[differing])) and outputs_agree
+    if weights_outputs is not None and not drift_gates and differing.any():
+        own = agreement.classes_of_own_weights(actual_outputs, weights_outputs[0], rule)
+        theirs = agreement.classes_of_own_weights(expected_outputs, weights_outputs[1], rule)
+        explained = explained or bool(np.all((own & theirs)[differing]))
     return [
         Comparison(
             framework=framework,
@@ -341,15 +489,95 @@ def trained_model_comparisons(
             mode=INDEPENDENT,
             quantity=q,
             rtol=0.0 if quantities.is_exact(q) else rule.rtol,
-            gating=(not only_ties) if quantities.is_exact(q) else drift_gates,
+            gating=(not explained) if quantities.is_exact(q) else drift_gates,
             **facts[q],
         )
         for q in quantities.final()
     ]
 
 
+def _point(records: dict, point: int) -> dict:
+    """One seed's records: every array's point ``point`` (axis 1, after the states)."""
+    return {q: v[:, point] for q, v in records.items()}
+
+
+class _SeedJudges:
+    """The harness's consumer for ``P`` seeds: hands each seed's ``_Judge`` its point of every
+    record, so each seed is judged exactly as it would be alone."""
+
+    def __init__(self, judges: list[_Judge]) -> None:
+        self.judges = judges
+
+    def reference_chunk(self, steps: np.ndarray, records: dict) -> dict:
+        found = [j.reference_chunk(steps, _point(records, p)) for p, j in enumerate(self.judges)]
+        # Stored with the reference's records, so the annotations carry the point axis too.
+        return {key: np.stack([each[key] for each in found], axis=1) for key in found[0]}
+
+    def framework_chunk(self, framework: str, steps: np.ndarray, records: dict) -> None:
+        for p, judge in enumerate(self.judges):
+            judge.framework_chunk(framework, steps, _point(records, p))
+
+    def independent(self, framework: str, steps: np.ndarray, actual: dict, expected: dict) -> None:
+        for p, judge in enumerate(self.judges):
+            judge.independent(framework, steps, _point(actual, p), _point(expected, p))
+
+    def synced_records(
+        self, framework: str, steps: np.ndarray, actual: dict, expected: dict
+    ) -> None:
+        for p, judge in enumerate(self.judges):
+            judge.synced_records(framework, steps, _point(actual, p), _point(expected, p))
+
+    def synced_next(
+        self, framework: str, steps: np.ndarray, actual: dict, expected: dict, before: dict
+    ) -> None:
+        for p, judge in enumerate(self.judges):
+            judge.synced_next(
+                framework, steps, _point(actual, p), _point(expected, p), _point(before, p)
+            )
+
+    def own_step(
+        self,
+        framework: str,
+        steps: np.ndarray,
+        actual: dict,
+        actual_next: dict,
+        expected: dict,
+        expected_next: dict,
+    ) -> None:
+        for p, judge in enumerate(self.judges):
+            judge.own_step(
+                framework,
+                steps,
+                _point(actual, p),
+                _point(actual_next, p),
+                _point(expected, p),
+                _point(expected_next, p),
+            )
+
+    def trained(self, framework: str, facts: dict) -> None:
+        # Each seed's share of the time its framework took to train them all.
+        seconds = facts["seconds"] / len(self.judges)
+        for p, judge in enumerate(self.judges):
+            judge.trained(
+                framework,
+                {
+                    "seconds": seconds,
+                    "test_outputs": facts["test_outputs"][p],
+                    "train_outputs": facts["train_outputs"][p],
+                },
+            )
+
+    def oracle(self, framework: str, state: int, point: int, results: list) -> None:
+        self.judges[point].oracle(framework, state, results)
+
+    def environment(self, framework: str, when: str, switches: dict) -> None:
+        for judge in self.judges:
+            judge.environment(framework, when, switches)
+
+
 class _Judge:
-    """The consumer of the harness's records: the accumulators of every comparison."""
+    """The consumer of the harness's records for one seed: the accumulators of every
+    comparison."""
 
     def __init__(
         self,
@@ -378,6 +606,7 @@ class _Judge:
         # (framework, against, state quantity) -> a step's recorded state against the state it
         # was given; folded into the synced next-state comparison of that quantity.
         self.given: dict[tuple[str, str, str], agreement.SeriesAccumulator] = {}
+        self.given_atol = tolerances.given_state(dtype).atol_at(0.0)
         floats = [q for q in quantities.records_at_state(problem) if not quantities.is_exact(q)]
         self.scales = {q: agreement.RunningMax() for q in floats}
         self.own_running = {
@@ -389,6 +618,7 @@ class _Judge:
             name: agreement.BinnedSeries(plan.steps + 1, reduce="first") for name in plan.trainers
         }
         self.final_loss: dict[str, float] = {}
+        self.final_params: dict[str, dict[str, np.ndarray]] = {}
         self.finished: dict[str, dict] = {}
         self.oracles: dict[str, list] = {name: [] for name in plan.frameworks}
         self.readings: dict[str, list[tuple[str, dict]]] = {name: [] for name in plan.frameworks}
@@ -447,6 +677,10 @@ class _Judge:
             self.own_scales[framework] = (steps, running)
         if len(steps) and steps[-1] == self.plan.steps:
             self.final_loss[framework] = float(records["loss"][-1])
+            self.final_params[framework] = {
+                name: np.array(records[q][-1:])
+                for name, q in self.problem.network.param_quantities.items()
+            }
         if self.kept is not None:
             for q, kept in self.kept[framework].items():
                 kept.append(np.array(records[q]))
@@ -506,12 +740,13 @@ class _Judge:
         batches = self.problem.batches
         for q in self.problem.state_names():
             # The state a step records at k is the state it was given, exactly, in every dtype
-            # (the given state is already a number of the dtype): a step that records another
-            # state (one step off) fails here even where one update is below the tolerance.
+            # (the given state is already a number of the dtype; a subnormal may read as zero):
+            # a step that records another state (one step off) fails here even where one
+            # update is below the tolerance.
             key = (framework, against, q)
             if key not in self.given:
                 self.given[key] = agreement.SeriesAccumulator(self.dtype, self.plan.steps)
-            self.given[key].add(steps, actual[q], expected[q], 0.0, 0.0)
+            self.given[key].add(steps, actual[q], expected[q], self.given_atol, 0.0)
         for q in quantities.records_at_state(self.problem):
             rule = self._rule("synced", q)
             exact = quantities.is_exact(q)
@@ -621,8 +856,23 @@ class _Judge:
         reference = plan.reference
         comparisons: list[Comparison] = []
         expected_outputs = self.finished[reference]["test_outputs"]
+        synced: list[Comparison] = []
+        for framework in plan.synced:
+            synced += self._per_state(SYNCED, framework, reference)
+        if plan.synced:
+            for framework in plan.trainers:
+                synced += self._per_state(SYNCED, framework, framework)
+        amplification, drift_reported = self._amplification(synced)
+        weights_outputs: dict[str, np.ndarray] = {}
         for framework in plan.independent:
-            comparisons += self._per_state(INDEPENDENT, framework, reference)
+            drift_gates = tolerances.drift_is_verdict(self.dtype, self.mode)
+            drifted = self._per_state(INDEPENDENT, framework, reference)
+            if framework in drift_reported:
+                drift_gates = False
+                drifted = [dataclasses.replace(c, gating=False) for c in drifted]
+            if not drift_gates and not weights_outputs:
+                weights_outputs = self._weights_outputs(plan.X_test)
+            comparisons += drifted
             comparisons += trained_model_comparisons(
                 framework,
                 reference,
@@ -631,14 +881,13 @@ class _Judge:
                 np.asarray(dataset.labels_test),
                 self.rules["independent"],
                 dtype=self.dtype,
-                drift_gates=tolerances.drift_is_verdict(self.dtype, self.mode),
+                drift_gates=drift_gates,
                 step=plan.steps,
+                weights_outputs=(weights_outputs[framework], weights_outputs[reference])
+                if weights_outputs
+                else None,
             )
-        for framework in plan.synced:
-            comparisons += self._per_state(SYNCED, framework, reference)
-        if plan.synced:
-            for framework in plan.trainers:
-                comparisons += self._per_state(SYNCED, framework, framework)
+        comparisons += synced
         outputs = {name: self.finished[name]["test_outputs"] for name in plan.trainers}
         precision = PrecisionFacts(
             mode=self.mode,
@@ -654,6 +903,8 @@ class _Judge:
             },
             environment_changes=agreement.environment_changes(self.readings),
             oracles=self.oracles,
+            amplification=amplification,
+            drift_reported=drift_reported,
         )
         labels_train = np.asarray(dataset.labels_train)
         labels_test = np.asarray(dataset.labels_test)
@@ -714,6 +965,55 @@ class _Judge:
             series_for_plots=series,
             workers=workers,
         )
+
+    def _amplification(self, synced: list[Comparison]) -> tuple[dict[str, float], tuple[str, ...]]:
+        """Per framework checked both ways in float64, how far its trajectory amplified the
+        one-step differences (``tolerances.amplification``, over the parameters), and the
+        frameworks whose drift is therefore reported (``drift_is_amplified_rounding``)."""
+        plan = self.plan
+        if self.dtype != "float64" or not plan.synced:
+            return {}, ()
+        parameters = set(self.problem.network.param_quantities.values())
+        amplification, reported = {}, []
+        for framework in plan.independent:
+            if framework not in plan.synced:
+                continue
+            mine = [c for c in synced if c.framework in (framework, plan.reference)]
+            steps_agree = all(c.passed for c in mine if c.gating)
+            one_step = max(
+                (c.max_abs for c in mine if c.framework == framework and c.quantity in parameters),
+                default=0.0,
+            )
+            drift = max(
+                (
+                    self.accumulators[(INDEPENDENT, framework, plan.reference, q)].max_abs
+                    for q in parameters
+                    if (INDEPENDENT, framework, plan.reference, q) in self.accumulators
+                ),
+                default=0.0,
+            )
+            amplification[framework] = tolerances.amplification(drift, one_step, plan.steps)
+            if tolerances.drift_is_amplified_rounding(
+                self.dtype, amplification[framework], steps_agree
+            ):
+                reported.append(framework)
+        return amplification, tuple(reported)
+
+    def _weights_outputs(self, X_test: np.ndarray) -> dict[str, np.ndarray]:
+        """Every trainer's final weights' test outputs, computed by the NumPy reference's
+        forward in float64 (what the weights themselves predict, free of any framework's
+        rounding). Any network of the contract is one the NumPy reference computes.
+
+        One float64 forward of the test rows per trainer, in this process (NumPy only; imported
+        here, when the rule needs it: float64 runs that judge their drift never load it)."""
+        from implementations import numpy_manual
+
+        exact = dataclasses.replace(self.problem, dtype="float64")
+        with np.errstate(all="ignore"):
+            return {
+                name: numpy_manual.predict(exact, params, X_test)[0]
+                for name, params in self.final_params.items()
+            }
 
     def _trajectories(self):
         if self.kept is None:

@@ -44,6 +44,7 @@ from typing import Protocol
 import numpy as np
 
 import implementations
+from compare import agreement
 from compare import worker as worker_module
 from compare.recipe import RecipeError
 from implementations.contract import Problem, State
@@ -65,6 +66,11 @@ CHUNK_COPIES = 4
 #: Memory of a worker process before any record (an imported framework: torch and JAX take a
 #: few hundred MB; NumPy far less).
 WORKER_BASELINE_BYTES = 400 * 2**20
+
+#: Bytes the consumer holds per comparison and seed, whatever the steps: an accumulator's plot
+#: bins (``agreement.PLOT_POINTS`` floats) and its few numbers and growth curve. A sweep's
+#: seeds each hold every comparison, so with thousands of seeds this outweighs the chunks.
+COMPARISON_BYTES = 8 * agreement.PLOT_POINTS + 4096
 
 #: Share of the available memory a run may plan to use.
 MEMORY_SHARE = 0.8
@@ -94,7 +100,8 @@ class Plan:
 
     Attributes:
         problem: Network, optimizer, dtype and batch order.
-        initial: State 0 with a point axis of 1 (``contract.initial_state``).
+        initial: State 0 with a point axis ``P``: one point per seed, trained side by side
+            (``contract.initial_state``).
         X: Training inputs (float64).
         Y: Training targets (float64).
         X_test: Test inputs (float64).
@@ -107,6 +114,8 @@ class Plan:
         chunk: States per chunk.
         record_every: Compare and keep every K-th state (and the one after it).
         oracle_states: States at which every framework runs the gradient oracles.
+        oracle_points: The points (seeds) the oracles run at: they check gradient formulas,
+            which do not depend on the seed, so a sweep runs them for its first seed or few.
     """
 
     problem: Problem
@@ -123,6 +132,12 @@ class Plan:
     chunk: int
     record_every: int = 1
     oracle_states: tuple[int, ...] = ()
+    oracle_points: tuple[int, ...] = (0,)
+
+    @property
+    def points(self) -> int:
+        """``P``: the seeds trained side by side."""
+        return len(next(iter(self.initial.values())))
 
     @property
     def window(self) -> int:
@@ -133,8 +148,8 @@ class Plan:
 class Consumer(Protocol):
     """What the harness hands over as records arrive (``compare.check`` implements it).
 
-    Every ``records`` argument maps quantity -> ``(n, ...)`` for the states ``steps`` (no point
-    axis); calls for one framework and one kind come in step order.
+    Every ``records`` argument maps quantity -> ``(n, P, ...)`` for the states ``steps`` and the
+    plan's ``P`` points (seeds); calls for one framework and one kind come in step order.
     """
 
     def reference_chunk(self, steps: np.ndarray, records: dict) -> dict:
@@ -172,23 +187,25 @@ class Consumer(Protocol):
     def trained(self, framework: str, facts: dict) -> None:
         """A framework finished training: seconds, test and train outputs of its model."""
 
-    def oracle(self, framework: str, state: int, results: list) -> None:
-        """A framework's oracle results at the reference's ``state``."""
+    def oracle(self, framework: str, state: int, point: int, results: list) -> None:
+        """A framework's oracle results at the reference's ``state`` of point ``point``."""
 
     def environment(self, framework: str, when: str, switches: dict) -> None:
         """A reading of a framework's precision switches."""
 
 
-def chunk_size(problem: Problem) -> int:
-    """States per chunk: about ``CHUNK_BYTES`` of records, between 1 and ``MAX_CHUNK``."""
-    return max(1, min(MAX_CHUNK, CHUNK_BYTES // state_bytes(problem)))
+def chunk_size(problem: Problem, points: int = 1) -> int:
+    """States per chunk: about ``CHUNK_BYTES`` of records of ``points`` seeds, between 1 and
+    ``MAX_CHUNK``."""
+    return max(1, min(MAX_CHUNK, CHUNK_BYTES // state_bytes(problem, points)))
 
 
-def state_bytes(problem: Problem) -> int:
-    """Bytes of the records of one state (float64): loss, gradients, count, state."""
+def state_bytes(problem: Problem, points: int = 1) -> int:
+    """Bytes of the records of one state of ``points`` seeds (float64): loss, gradients,
+    count, state."""
     params = problem.network.size
     buffers = len(problem.optimizer.state_kinds())
-    return 8 * (2 + 2 * params + buffers * params + 1)
+    return 8 * (2 + 2 * params + buffers * params + 1) * points
 
 
 def estimate_memory(plan: Plan, trajectories: bool, processes: int) -> dict[str, int]:
@@ -199,19 +216,33 @@ def estimate_memory(plan: Plan, trajectories: bool, processes: int) -> dict[str,
         trajectories: Whole trajectories are kept (every kept state of every trainer).
         processes: Worker processes (each holds an imported framework).
     """
-    per_state = state_bytes(plan.problem)
+    per_state = state_bytes(plan.problem, plan.points)
     frameworks = len(plan.frameworks)
+    step_row_bytes = 8 * sum(plan.problem.network.widths) * worker_module.STEP_COPIES
     in_flight = (plan.window + 2 * plan.chunk) * per_state * CHUNK_COPIES * frameworks
     data = (plan.X.nbytes + plan.Y.nbytes + plan.X_test.nbytes) * (frameworks + 1)
     kept_states = (
         (plan.steps + 1) if plan.record_every == 1 else 2 * (plan.steps // plan.record_every + 1)
     )
     whole = kept_states * per_state * len(plan.trainers) * 2 if trajectories else 0
+    # Per seed: every record compared by each independent framework, twice by each synced one
+    # (its records and next state), twice by each trainer's own steps; a loss curve per trainer.
+    own = 2 * len(plan.trainers) if plan.synced else 0
+    series = len(plan.independent) + 2 * len(plan.synced) + own
+    comparisons = len(plan.problem.record_names()) * series + len(plan.trainers)
     return {
         "records in flight": in_flight,
         "data": data,
         "workers": processes * WORKER_BASELINE_BYTES,
         "trajectories": whole,
+        "comparisons": plan.points * comparisons * COMPARISON_BYTES,
+        # Each framework's training intermediates (every seed's activations on every row) and
+        # one step call's (bounded by ``worker.STEP_BYTES``).
+        "computation": frameworks
+        * (
+            min(worker_module.STEP_BYTES, plan.points * len(plan.X) * step_row_bytes)
+            + plan.points * len(plan.X) * step_row_bytes
+        ),
     }
 
 
@@ -244,11 +275,13 @@ def check_memory(plan: Plan, trajectories: bool, processes: int) -> None:
     if total <= MEMORY_SHARE * available:
         return
     gb = 2**30
-    if parts["trajectories"] > parts["records in flight"]:
+    if parts["trajectories"] > max(parts["records in flight"], parts["comparisons"]):
         fix = (
             "keep fewer states (--record-every K keeps every K-th) or run fewer steps, or "
             "do not ask for whole trajectories"
         )
+    elif plan.points > 1:
+        fix = "the records and comparisons of this many seeds are too large; check fewer at once"
     else:
         fix = "the network's records are too large for one chunk; use a smaller network"
     raise TooLarge(
@@ -624,7 +657,7 @@ class _Session:
             self.consumer.trained(name, message[1])
         elif kind == "oracle":
             self.oracles_out -= 1
-            self.consumer.oracle(name, message[1], message[2])
+            self.consumer.oracle(name, *message[1:])
         elif kind == "environment":
             self.consumer.environment(name, message[1], message[2])
         elif kind == "ready":
@@ -664,14 +697,15 @@ class _Session:
         for state in plan.oracle_states:
             position = np.searchsorted(chunk.steps, state)
             if position < len(chunk.steps) and chunk.steps[position] == state:
-                params = {
-                    name: chunk.records[q][position]
-                    for name, q in plan.problem.network.param_quantities.items()
-                }
-                if all(np.isfinite(p).all() for p in params.values()):
-                    for name in plan.frameworks:
-                        self._send(name, ("oracle", state, params))
-                        self.oracles_out += 1
+                for point in plan.oracle_points:
+                    params = {
+                        name: chunk.records[q][position, point]
+                        for name, q in plan.problem.network.param_quantities.items()
+                    }
+                    if all(np.isfinite(p).all() for p in params.values()):
+                        for name in plan.frameworks:
+                            self._send(name, ("oracle", state, point, params))
+                            self.oracles_out += 1
 
     def _framework_chunk(self, name: str, chunk: _Chunk) -> None:
         self.consumer.framework_chunk(name, chunk.steps, chunk.records)

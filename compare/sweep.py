@@ -12,18 +12,23 @@ differently (each flagged when rounding decided a near tie).
 Design rules:
 
 * **One evaluation function.** ``evaluate_cell(recipe, seeds, ...)`` turns a cell's seeds into
-  per-seed records; today it calls ``check`` once per seed. When the engine batches seeds (one
-  ``train`` call with ``P`` seeds per framework), only that function changes.
+  per-seed records with one ``compare.check.check_seeds`` call: every framework trains the
+  task's seeds side by side (one ``train`` call, a point per seed), and each seed is judged
+  alone, exactly as ``check`` judges it. The gradient oracles run for each cell's first seed
+  (they check gradient formulas, which do not depend on the seed), whichever task holds it, so
+  a report does not depend on how the seeds were cut into tasks; a record says whether they
+  checked its seed (``oracles_checked``).
 * **Plain data.** A per-seed record is JSON-ready (dicts, lists, numbers, strings; non-finite
   numbers as the strings ``"inf"``, ``"nan"``), so it pickles between machines and reads back
   from a report unchanged. Everything in a report is computed from these records, so a sweep
   resumed from its report ends with the report an uninterrupted sweep writes (``comparable``
   drops the timings that differ).
-* **Tasks, not threads.** A cell's seeds are cut into tasks of a few seeds; tasks run in this
-  process one after another (``client=None``) or on ``dask.distributed`` (``client``), one
-  task per Dask worker thread. A task whose worker dies is run again by Dask; a seed whose
-  check cannot finish (a crashed framework, a run refused as too large) becomes an error
-  record, which a resumed sweep runs again.
+* **Tasks, not threads.** A cell's seeds are cut into tasks (by default one per worker, each
+  seed batch as large as ``MAX_SEEDS_PER_TASK``); tasks run in this process one after another
+  (``client=None``) or on ``dask.distributed`` (``client``), one task per Dask worker thread. A
+  task whose worker dies is run again by Dask; a task whose check cannot finish (a crashed
+  framework, a run refused as too large) makes error records of its seeds, which a resumed
+  sweep runs again.
 * Library layer: returns data, prints nothing, imports no rich, argparse or matplotlib;
   ``dask.distributed`` is imported only to run on it.
 """
@@ -65,10 +70,11 @@ GRID_FIELDS = tuple(
 #: Seeds must fit NumPy's legacy generator (``compare.weights``).
 SEED_LIMIT = 2**32
 
-#: Seeds per task, at most. Today each seed is one ``check``, so a task of a few seeds costs
-#: what its seeds cost, and small tasks lose little when a worker dies; when ``check`` batches
-#: seeds, a task should hold a whole cell's seeds.
-MAX_SEEDS_PER_TASK = 50
+#: Seeds per task, at most. A task is one ``check_seeds`` run that trains its seeds side by side,
+#: so its cost grows far slower than its seeds: a task should hold as many as a worker's share
+#: of a cell. A larger batch is chunked into fewer states per chunk (``harness.chunk_size``), or
+#: refused up front when it cannot fit (``harness.TooLarge``).
+MAX_SEEDS_PER_TASK = 1000
 
 #: Times Dask runs a task again after it raised (a worker that dies is handled by Dask itself).
 RETRIES = 2
@@ -353,46 +359,52 @@ def evaluate_cell(
     atol: float | None,
     *,
     oracles: bool = True,
+    oracle_seeds: Sequence[int] | None = None,
     modules: Mapping[str, ModuleType] | None = None,
     isolate: bool = True,
 ) -> list[dict[str, Any]]:
     """Check ``recipe`` at each of ``seeds`` and return one plain-data record per seed.
 
-    Today: one ``compare.check.check`` per seed (``recipe.replace(init_seed=seed)``). When the
-    engine checks a batch of seeds at once (one ``train`` call per framework with a point per
-    seed, one ``CheckResult`` per seed), this is the one function that changes.
+    One ``compare.check.check_seeds`` run: every framework trains the seeds side by side, and
+    each seed's ``CheckResult`` is what ``check(recipe.replace(init_seed=seed))`` finds. The
+    oracles check ``oracle_seeds`` only (those among ``seeds``; default: the first).
 
     Args:
         recipe: The cell's recipe.
         seeds: The initial-weight seeds to check.
         frameworks, reference, mode, rtol, atol, oracles, modules, isolate: As ``check``.
+        oracle_seeds: The seeds whose gradients the oracles check, if among ``seeds`` (the
+            sweep passes its cell's first seed); default: the first of ``seeds``.
 
     Returns:
-        ``seed_record`` of every seed, or ``error_record`` for a seed whose check crashed or
-        was refused.
+        ``seed_record`` of every seed, or ``error_record`` of every seed when the batch's check
+        crashed or was refused.
     """
-    from compare.check import check  # looked up at call time, so tests can count the calls
+    # Looked up at call time, so tests can count the calls.
+    from compare.check import check_seeds as check_batch
 
-    records = []
-    for seed in seeds:
-        started = time.perf_counter()
-        try:
-            result = check(
-                recipe.replace(init_seed=seed),
-                frameworks=frameworks,
-                reference=reference,
-                mode=mode,
-                rtol=rtol,
-                atol=atol,
-                oracles=oracles,
-                modules=modules,
-                isolate=isolate,
-            )
-        except _stopping_errors() as error:
-            records.append(error_record(seed, error))
-            continue
-        records.append(seed_record(seed, result, time.perf_counter() - started))
-    return records
+    started = time.perf_counter()
+    try:
+        results = check_batch(
+            recipe,
+            list(seeds),
+            frameworks=frameworks,
+            reference=reference,
+            mode=mode,
+            rtol=rtol,
+            atol=atol,
+            oracles=oracles,
+            oracle_seeds=None
+            if oracle_seeds is None
+            else [seed for seed in oracle_seeds if seed in seeds],
+            modules=modules,
+            isolate=isolate,
+        )
+    except _stopping_errors() as error:
+        return [error_record(seed, error) for seed in seeds]
+    # Each seed's share of the batch's wall time.
+    seconds = (time.perf_counter() - started) / len(seeds)
+    return [seed_record(seed, result, seconds) for seed, result in zip(seeds, results, strict=True)]
 
 
 def _stopping_errors() -> tuple[type[BaseException], ...]:
@@ -414,9 +426,11 @@ def seed_record(seed: int, result, seconds: float) -> dict[str, Any]:
     Keys: ``seed``; ``verdict`` (``check``'s); ``first_failure`` (or ``None``); ``errors``
     (framework -> mode -> quantity -> greatest ``|a - b|``); ``failures`` (every comparison
     beyond its tolerance, with ``gating``: whether it counted against the verdict);
-    ``failed_oracles``; ``switches_changed``; ``prediction_differences`` (framework -> the
+    ``failed_oracles``; ``oracles_checked`` (whether the oracles checked this seed: they run
+    for a batch's first seed); ``switches_changed``; ``prediction_differences`` (framework -> the
     test rows it classifies differently from the reference, each with ``near_tie``);
-    ``summaries`` (framework -> final loss and accuracies); ``seconds``.
+    ``summaries`` (framework -> final loss and accuracies); ``seconds`` (this seed's share of
+    its batch's wall time).
     """
     errors: dict[str, dict[str, dict[str, Any]]] = {}
     failures = []
@@ -448,6 +462,7 @@ def seed_record(seed: int, result, seconds: float) -> dict[str, Any]:
             {"framework": name, "checker": oracle.checker, "state": int(oracle.state)}
             for name, oracle in result.precision.failed_oracles
         ],
+        "oracles_checked": bool(result.oracles_checked),
         "switches_changed": list(result.precision.environment_changes),
         "prediction_differences": differences,
         "summaries": {
@@ -603,6 +618,7 @@ class SweepResult:
                 "errors": len(errors),
             },
             **summarize_cell(ordered),
+            "oracle_seeds": [record["seed"] for record in ordered if record.get("oracles_checked")],
             "crashes": [errors[seed] for seed in cell.seeds if seed in errors],
             "per_seed": ordered,
         }
@@ -669,8 +685,8 @@ def tasks(result: SweepResult, seeds_per_task: int | None = None, workers: int =
 
     Args:
         result: The sweep so far.
-        seeds_per_task: Seeds per task; default: enough tasks to keep ``workers`` busy
-            (about four per worker per cell), at most ``MAX_SEEDS_PER_TASK``.
+        seeds_per_task: Seeds per task; default: one task per worker and cell (its seeds
+            trained side by side), at most ``MAX_SEEDS_PER_TASK`` seeds.
         workers: Workers that will run the tasks.
     """
     planned = []
@@ -678,7 +694,7 @@ def tasks(result: SweepResult, seeds_per_task: int | None = None, workers: int =
         pending = result.pending(cell)
         if not pending:
             continue
-        size = seeds_per_task or max(1, min(MAX_SEEDS_PER_TASK, -(-len(pending) // (4 * workers))))
+        size = seeds_per_task or max(1, min(MAX_SEEDS_PER_TASK, -(-len(pending) // workers)))
         for start in range(0, len(pending), size):
             planned.append(Task(cell, pending[start : start + size]))
     return planned
@@ -758,6 +774,7 @@ def run(
                     task.seeds,
                     *arguments,
                     oracles=settings.oracles,
+                    oracle_seeds=task.cell.seeds[:1],
                     modules=modules,
                     isolate=True if isolate is None else isolate,
                 )
@@ -784,6 +801,7 @@ def _run_on_dask(client, planned, arguments, oracles, isolate, retries, finish) 
             task.seeds,
             *arguments,
             oracles=oracles,
+            oracle_seeds=task.cell.seeds[:1],
             isolate=False if isolate is None else isolate,
             retries=retries,
             pure=False,

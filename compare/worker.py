@@ -8,10 +8,10 @@ also run a ``Worker`` in a thread of its own process, with the same messages ove
 
 The messages, harness to worker: ``("setup", problem, X, Y, X_test, options)``,
 ``("train", initial_state)``, ``("credit", limit)``, ``("synced", job, steps, states)``,
-``("oracle", state, params)``, ``("stop",)``, ``("close",)``. Worker to harness:
+``("oracle", state, point, params)``, ``("stop",)``, ``("close",)``. Worker to harness:
 ``("ready", info)``, ``("unavailable" | "plugin" | "unsupported" | "error", line, text)``,
 ``("progress", n)``, ``("chunk", start, stop, steps, records, own_steps)``, ``("trained", facts)``,
-``("synced", job, steps, records, next_states)``, ``("oracle", state, results)``,
+``("synced", job, steps, records, next_states)``, ``("oracle", state, point, results)``,
 ``("environment", when, switches)``, ``("closed",)``.
 
 Flow control: the worker may compute states only below the harness's latest ``credit`` limit.
@@ -42,6 +42,15 @@ import implementations
 from compare import oracle
 from implementations.contract import Problem
 
+#: Bytes the intermediates of one ``step`` call may take, about: a job of many states times
+#: many seeds is stepped in slices of at most ``step_points`` points.
+STEP_BYTES = 64 * 2**20
+
+#: Arrays of every row and unit an implementation's ``step`` holds at once per point, about
+#: (pre-activations, activations, their derivatives and gradient factors of every layer; NumPy's
+#: hand-written backward measured at about six).
+STEP_COPIES = 8
+
 #: ``send(message)``; ``receive(block) -> message or None``.
 Send = Callable[[tuple], None]
 Receive = Callable[[bool], "tuple | None"]
@@ -62,6 +71,12 @@ def kept(steps: np.ndarray, last: int, record_every: int) -> np.ndarray:
     after it (a synced step needs both ends) and the last state."""
     steps = np.asarray(steps)
     return (steps % record_every <= 1) | (steps == last) if record_every > 1 else steps >= 0
+
+
+def step_points(problem: Problem, rows: int) -> int:
+    """Points one ``step`` call may take so that its intermediates stay near ``STEP_BYTES``."""
+    per_point = 8 * max(rows, 1) * sum(problem.network.widths) * STEP_COPIES
+    return max(1, STEP_BYTES // per_point)
 
 
 def synced_states(steps: np.ndarray, last: int, record_every: int) -> np.ndarray:
@@ -150,8 +165,9 @@ class Worker:
             stop = start + len(records["loss"])
             numbers = np.arange(start, stop)
             keep = kept(numbers, steps, record_every)
-            # Indexing copies: an implementation may reuse its buffers for the next chunk.
-            chunk = {q: np.asarray(v)[keep][:, 0] for q, v in records.items()}
+            # Indexing copies: an implementation may reuse its buffers for the next chunk. The
+            # point axis (one point per seed) stays: records are ``(states, P, ...)``.
+            chunk = {q: np.asarray(v)[keep] for q, v in records.items()}
             if stop == steps + 1:
                 last_state.update({q: np.array(records[q][-1]) for q in names})
             stepped = self._own_step(numbers[keep], chunk) if options["own_steps"] else None
@@ -188,10 +204,10 @@ class Worker:
                     "seconds": seconds,
                     "test_outputs": np.asarray(
                         self.module.predict(problem, params, self.X_test), np.float64
-                    )[0],
+                    ),
                     "train_outputs": np.asarray(
                         self.module.predict(problem, params, self.X), np.float64
-                    )[0],
+                    ),
                 },
             )
         )
@@ -231,32 +247,62 @@ class Worker:
         return steps[positions], records, next_states
 
     def _step(self, steps: np.ndarray, states: dict[str, np.ndarray]):
-        """``step`` from each of ``states`` (the states of ``steps``), grouped by batch length."""
+        """``step`` from each of ``states`` (the states of ``steps``, shaped ``(n, P, ...)``:
+        every seed's state at each step), grouped by batch length.
+
+        The ``n`` steps times ``P`` seeds are flattened into one point axis of ``n * P`` points,
+        stepped in calls of at most ``step_points`` points per batch length, and the results
+        shaped back to ``(n, P, ...)``.
+        """
         problem = self.problem
+        n = len(steps)
+        points = next(iter(states.values())).shape[1]
+        flat = {q: v.reshape(n * points, *v.shape[2:]) for q, v in states.items()}
+        records: dict[str, np.ndarray] = {}
+        next_states: dict[str, np.ndarray] = {}
         if problem.batches.full:
-            records, next_states = self.module.step(problem, states, self.X, self.Y, None)
+            groups = [(np.arange(n * points), None)]
         else:
             rows = _rows(problem, steps)
-            records: dict[str, np.ndarray] = {}
-            next_states: dict[str, np.ndarray] = {}
+            groups = []
             for length in sorted({len(r) for r in rows}):
-                positions = np.array([i for i, r in enumerate(rows) if len(r) == length])
-                group_rows = np.stack([rows[i] for i in positions])
-                group = {q: v[positions] for q, v in states.items()}
-                found, after = self.module.step(problem, group, self.X, self.Y, group_rows)
+                chosen = np.array([i for i, r in enumerate(rows) if len(r) == length])
+                # Every seed of a step uses that step's rows.
+                positions = (chosen[:, None] * points + np.arange(points)).ravel()
+                groups.append(
+                    (positions, np.repeat(np.stack([rows[i] for i in chosen]), points, axis=0))
+                )
+        for positions, group_rows in groups:
+            # Slices of a bounded number of points: the intermediates of one step call grow
+            # with its points times the rows.
+            size = step_points(problem, len(self.X) if group_rows is None else group_rows.shape[1])
+            for start in range(0, len(positions), size):
+                part = positions[start : start + size]
+                found, after = self.module.step(
+                    problem,
+                    {q: v[part] for q, v in flat.items()},
+                    self.X,
+                    self.Y,
+                    None if group_rows is None else group_rows[start : start + size],
+                )
                 for target, source in ((records, found), (next_states, after)):
                     for q, v in source.items():
                         v = np.asarray(v)
                         if q not in target:
-                            target[q] = np.empty((len(steps), *v.shape[1:]), dtype=v.dtype)
-                        target[q][positions] = v
-        records = {q: np.asarray(v) for q, v in records.items()}
-        next_states = {q: np.asarray(v, dtype=np.float64) for q, v in next_states.items()}
+                            target[q] = np.empty((n * points, *v.shape[1:]), dtype=v.dtype)
+                        target[q][part] = v
+        records = {
+            q: np.asarray(v).reshape(n, points, *np.shape(v)[1:]) for q, v in records.items()
+        }
+        next_states = {
+            q: np.asarray(v, dtype=np.float64).reshape(n, points, *np.shape(v)[1:])
+            for q, v in next_states.items()
+        }
         return records, next_states
 
-    def _oracle(self, state: int, params: dict[str, np.ndarray]) -> None:
+    def _oracle(self, state: int, point: int, params: dict[str, np.ndarray]) -> None:
         results = oracle.check(self.name, self.module, self.problem, state, params, self.X, self.Y)
-        self._send(("oracle", state, results))
+        self._send(("oracle", state, point, results))
 
 
 def _rows(problem: Problem, steps: np.ndarray) -> list[np.ndarray]:

@@ -114,7 +114,7 @@ def _outputs():
     return np.array([[0.5, 0.5 + 1e-9, 0.1], [0.9, 0.1, 0.0], [0.0, 0.2, 0.8]])
 
 
-def _model(actual, expected=None, dtype="float32"):
+def _model(actual, expected=None, dtype="float32", drift_gates=False, weights_outputs=None):
     expected = _outputs() if expected is None else expected
     return {
         c.quantity: c
@@ -126,8 +126,9 @@ def _model(actual, expected=None, dtype="float32"):
             np.array([1, 0, 2]),
             tolerances.independent(dtype),
             dtype=dtype,
-            drift_gates=False,
+            drift_gates=drift_gates,
             step=7,
+            weights_outputs=weights_outputs,
         )
     }
 
@@ -158,6 +159,58 @@ def test_a_class_that_differs_on_a_clear_row_fails():
     assert found["test_predictions"].gating and not found["test_predictions"].passed
     assert found["test_predictions"].first_failing_index == (1,)
     assert found["test_accuracy"].max_abs == pytest.approx(1 / 3)
+
+
+def test_a_class_the_drifted_weights_give_is_reported_below_float64_and_judged_in_float64():
+    """Issue 8: after a long 16-bit run the weights drift apart (reported, not judged), and a
+    clear row's class moves with them: each model's class is its own weights' class."""
+    drifted = _outputs()
+    drifted[1] = [0.1, 0.9, 0.0]
+    weights = (drifted + 0.01, _outputs())  # the float64 forward of each model's own weights
+    found = _model(drifted, weights_outputs=weights)
+    assert not found["test_predictions"].passed and not found["test_predictions"].gating
+    assert not found["test_accuracy"].gating
+    judged = _model(drifted, dtype="float64", drift_gates=True, weights_outputs=weights)
+    assert judged["test_predictions"].gating, "where drift decides, the classes decide"
+
+
+def test_a_class_its_own_weights_do_not_give_fails_in_every_dtype():
+    """A ``predict`` that disagrees with the trained weights is no drift."""
+    wrong = _outputs()
+    wrong[1] = [0.1, 0.9, 0.0]
+    found = _model(wrong, weights_outputs=(_outputs(), _outputs()))
+    assert found["test_predictions"].gating and not found["test_predictions"].passed
+    reference_wrong = _model(
+        wrong, weights_outputs=(wrong, np.array([[0.5, 0.6, 0.1], [0.1, 0.9, 0.0], [0, 0, 1.0]]))
+    )
+    assert reference_wrong["test_predictions"].gating, "the reference's predict is held too"
+
+
+def predict_reversing_the_classes():
+    """The NumPy implementation with a ``predict`` that reverses the outputs' order."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crosscheck_reversed", numpy_manual.__file__)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    honest = module.predict
+    module.predict = lambda problem, params, X: honest(problem, params, X)[..., ::-1]
+    return module
+
+
+@pytest.mark.parametrize("mode", ["independent", "both"])
+def test_a_wrong_predict_fails_below_float64(mode):
+    result = check(
+        Recipe(steps=5, dtype="float32"),
+        frameworks=("numpy", "wrong"),
+        modules={"wrong": predict_reversing_the_classes()},
+        mode=mode,
+        oracles=False,
+        isolate=False,
+    )
+    failed = [c.quantity for c in result.comparisons if c.gating and not c.passed]
+    assert result.verdict == "fail" and "test_predictions" in failed, failed
 
 
 def test_agreeing_classes_are_judged():

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import itertools
+import math
 import sys
 
 import numpy as np
 import pytest
 
-from compare import quantities
+from compare import quantities, tolerances
 from compare.check import check
 from compare.recipe import Recipe
 from implementations import numpy_manual
@@ -341,3 +342,100 @@ def test_every_fact_of_a_failing_comparison_holds_its_own_value():
     assert result.first_failure.first_failing_step == 0
     assert result.first_failure.quantity == "grad:W1"
     assert result.first_failure.framework == "mutant"
+
+
+def step_reading_subnormals_as_zero():
+    """An honest ``step`` whose CPU treats subnormal inputs as zero (DAZ), as XLA's does."""
+    module = numpy_copy()
+    honest_step = module.step
+
+    def step(problem, states, X, Y, rows):
+        tiny = np.finfo(np.float32).tiny
+        flushed = {q: np.where(np.abs(v) < tiny, 0.0, v) for q, v in states.items()}
+        return honest_step(problem, flushed, X, Y, rows)
+
+    module.step = step
+    return module
+
+
+def test_a_step_reading_a_subnormal_state_as_zero_is_no_false_alarm():
+    """Unscaled wine saturates the sigmoids: Adam's float32 ``m`` holds subnormals by step 1
+    (issue 8: JAX recorded m = 1.0e-39 given to it as 0, and the exact check failed)."""
+    recipe = Recipe(
+        dataset="wine",
+        hidden=(16, 8),
+        activations=("sigmoid", "sigmoid", "sigmoid"),
+        loss="half-sse",
+        biases=False,
+        standardize=False,
+        optimizer="adam",
+        lr=0.01,
+        steps=2,
+        dtype="float32",
+        init_seed=620,
+        split_seed=895,
+    )
+    result = _run(recipe, step_reading_subnormals_as_zero(), "synced")
+    flushed = sum(c.flushed for c in result.comparisons if c.quantity.startswith("state:"))
+    assert flushed > 0, "the recipe must put subnormals in the optimizer state"
+    assert result.verdict == "pass", f"a flushed subnormal is the same state: {_failures(result)}"
+
+
+#: Issue 8: identity layers and momentum on iris; the float64 trajectory amplifies rounding
+#: (frameworks part from 1e-15 at step 150 to 2e-3 by step 300, every synced step agreeing).
+CHAOTIC = Recipe(
+    hidden=(4, 4),
+    activations=("identity", "identity", "sigmoid"),
+    loss="half-sse",
+    biases=False,
+    optimizer="momentum",
+    lr=0.01,
+    momentum=0.5,
+    weight_decay=1e-4,
+    steps=300,
+    init_seed=318,
+    split_seed=772,
+)
+
+
+def update_rounding_up():
+    """An honest update whose weights round one ULP up: a different summation order's worth."""
+    module = numpy_copy()
+    honest = module.update
+
+    def update(problem, state, grads):
+        state, named = honest(problem, state, grads)
+        weights = problem.network.param_quantities.values()
+        return {q: np.nextafter(v, np.inf) if q in weights else v for q, v in state.items()}, named
+
+    module.update = update
+    return module
+
+
+def test_float64_drift_on_a_trajectory_that_amplifies_rounding_is_reported():
+    result = _run(CHAOTIC, update_rounding_up(), "both")
+    drifted = [c for c in result.comparisons if c.mode == "independent" and not c.passed]
+    assert drifted, "the recipe must drift past half the digits"
+    assert result.precision.drift_reported == ("mutant",)
+    assert result.precision.amplification["mutant"] > 1e3
+    assert not any(c.gating for c in drifted), "amplified rounding is reported, as below float64"
+    assert result.verdict == "pass", [c.quantity for c in result.comparisons if not c.passed]
+
+
+def test_float64_drift_still_decides_where_a_step_disagrees():
+    """A learning rate 1e-6 off moves one step by far more than rounding: the synced step fails,
+    so the drift it causes is not excused as amplification."""
+    mutant = _with_optimizer(update_rounding_up(), lambda opt: {"lr": opt.lr * (1 + 1e-6)})
+    result = _run(CHAOTIC, mutant, "both")
+    assert result.precision.drift_reported == ()
+    assert any(c.gating for c in result.comparisons if c.mode == "independent" and not c.passed)
+    assert result.verdict == "fail"
+
+
+def test_amplification_is_drift_over_the_linear_sum_of_one_step_errors():
+    assert tolerances.amplification(0.0, 0.0, 10) == 0.0
+    assert tolerances.amplification(1e-12, 1e-16, 100) == pytest.approx(100.0)
+    assert tolerances.amplification(1e-3, 0.0, 5) == math.inf
+    assert not tolerances.drift_is_amplified_rounding("float64", 1e6, steps_agree=False)
+    assert not tolerances.drift_is_amplified_rounding("float64", 5.0, steps_agree=True)
+    assert tolerances.drift_is_amplified_rounding("float64", 1e6, steps_agree=True)

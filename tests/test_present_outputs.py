@@ -229,3 +229,19 @@ def test_the_terminal_report_cuts_no_number_at_any_width(width):
             assert any(cell in line for line in lines), f"{cell} cut at width {width}"
     assert max(len(line) for line in lines if "│" in line or "┃" in line) <= width
     assert "…" not in printed
+
+
+def test_subnormals_flushed_to_zero_are_counted_in_the_report_and_the_terminal():
+    tiny = np.finfo(np.float64).tiny
+    expected = np.array([[1.0, tiny / 4, tiny / 8], [2.0, 3.0, tiny / 2]])
+    flushed = np.where(np.abs(expected) < tiny, 0.0, expected)  # three subnormals flushed
+    comparison = made.comparison(flushed, expected, quantity="state:m:W1")
+    result = made.result([comparison])
+    document = _strict(json_report.dumps(json_report.to_json(result, {})))
+    assert document["comparisons"][0]["flushed"] == comparison.flushed == 3
+    printed = _render(result)
+    assert "flushed" in printed, "a flushed count gets a column"
+    row = next(line for line in printed.splitlines() if "state:m:W1" in line)
+    assert " 3 " in row, row
+    plain = _render(made.result([made.comparison(made.AGREEING, made.EXPECTED)]))
+    assert "flushed" not in plain, "no column where nothing was flushed"

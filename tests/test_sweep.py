@@ -343,19 +343,21 @@ def test_a_crashing_framework_is_an_error_the_resumed_sweep_runs_again(tmp_path,
 
 
 def count_checks(monkeypatch, interrupt_at: int | None = None) -> list:
-    """Count ``compare.check.check`` calls; raise KeyboardInterrupt at call ``interrupt_at``."""
-    import compare.check
+    """Record the seeds of every ``compare.check.check_seeds`` call; raise KeyboardInterrupt at
+    the call that brings them to ``interrupt_at`` seeds."""
+    import sys
 
+    checking = sys.modules["compare.check"]
     calls = []
-    real = compare.check.check
+    real = checking.check_seeds
 
-    def counting(recipe, *args, **kwargs):
-        calls.append(recipe.init_seed)
+    def counting(recipe, seeds, *args, **kwargs):
+        calls.extend(seeds)
         if interrupt_at is not None and len(calls) == interrupt_at:
             raise KeyboardInterrupt
-        return real(recipe, *args, **kwargs)
+        return real(recipe, seeds, *args, **kwargs)
 
-    monkeypatch.setattr(compare.check, "check", counting)
+    monkeypatch.setattr(checking, "check_seeds", counting)
     return calls
 
 
@@ -429,3 +431,30 @@ def test_a_seeds_errors_keep_own_training_steps_apart_from_the_reference_compari
     for quantity, value in against_reference.items():
         assert record["errors"][name]["synced"][quantity] == value, quantity
     assert "synced (own training)" in record["errors"][name]
+
+
+def test_a_cells_seeds_are_checked_in_one_batched_run_per_worker(shifted, monkeypatch):
+    sweep = sweeps.Sweep(
+        Recipe(**TINY),
+        grid={"lr": [0.1, 0.3]},
+        seeds=10,
+        settings=sweeps.Settings(frameworks=("numpy", shifted)),
+    )
+    result = sweeps.resume(sweep, None)
+    assert [len(t.seeds) for t in sweeps.tasks(result, workers=1)] == [10, 10]
+    assert [len(t.seeds) for t in sweeps.tasks(result, workers=3)] == [4, 4, 2] * 2
+    import sys
+
+    checking = sys.modules["compare.check"]
+    batches, real = [], checking.check_seeds
+
+    def batch(recipe, seeds, *args, **kwargs):
+        batches.append(list(seeds))
+        return real(recipe, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(checking, "check_seeds", batch)
+    document = sweeps.run(sweep, isolate=False).document()
+    assert batches == [list(range(10))] * 2, "one check_seeds run per cell, every seed in it"
+    for cell in document["cells"]:
+        assert cell["failing_seeds"] == shifted_seeds(range(10)), cell["label"]
+        assert cell["oracle_seeds"] == [0], "the oracles check each cell's first seed"

@@ -203,8 +203,8 @@ def register(commands) -> None:
         "--seeds-per-task",
         type=options.positive_int,
         metavar="N",
-        help=f"seeds of a cell checked by one Dask task (default: about four tasks per worker "
-        f"and cell, at most {sweeps.MAX_SEEDS_PER_TASK})",
+        help=f"seeds of a cell checked by one task, trained side by side (default: one task per "
+        f"worker and cell, at most {sweeps.MAX_SEEDS_PER_TASK})",
     )
     options.add_execution_options(parser)
     report = parser.add_argument_group("the sweep report (resumable)")
@@ -341,7 +341,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
             bars("checks", done, total)
 
         if args.in_process:
-            where = "this process, one seed after another"
+            where = "this process, each cell's seeds trained side by side"
             console.print(present.where_line(where, _outline(sweep), _reused(sweep, previous)))
             result = sweeps.run(
                 sweep,

@@ -6,7 +6,9 @@ renamed: ``schema``, ``verdict``, ``recipe`` (itself a valid recipe file), ``env
 seconds}``, ``comparisons[{framework, against, mode, quantity, max_abs, max_rel, worst_step,
 worst_index, first_failing_step, first_failing_index, mismatched, total, rtol, atol}]``. Added
 here: ``mode``, ``network``, ``verdict_line``, ``first_failure``, and per comparison
-``passed``, ``gating``, ``status``, ``max_ulp``, ``growth``, ``crossings``; ``precision``,
+``passed``, ``gating``, ``status``, ``max_ulp``, ``growth``, ``crossings``, ``flushed``
+(elements one side flushed from a subnormal to zero); ``precision`` (with ``amplification``
+and ``drift_reported``: a float64 trajectory measured to amplify rounding),
 ``oracles`` and ``workers`` (framework -> the process id it ran in).
 
 Every value is copied from the result; JSON has no NaN or infinity, so those are written as
@@ -52,6 +54,7 @@ def comparison(c: Comparison) -> dict[str, Any]:
         "max_ulp": None if c.max_ulp is None else json_number(c.max_ulp),
         "growth": [[step, json_number(error)] for step, error in c.growth],
         "crossings": {f"{level:g}": step for level, step in c.crossings},
+        "flushed": c.flushed,
     }
 
 
@@ -88,6 +91,8 @@ def to_json(result, environment: dict[str, str | None]) -> dict[str, Any]:
                 "near_ties": result.precision.near_ties,
                 "switches": result.precision.environment,
                 "switches_changed": result.precision.environment_changes,
+                "amplification": result.precision.amplification,
+                "drift_reported": list(result.precision.drift_reported),
             }
         ),
         "workers": dict(result.workers),

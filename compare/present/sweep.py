@@ -55,6 +55,9 @@ def where_line(where: str, document: Mapping[str, Any], reused: int) -> str:
         f"{cells * seeds} checks of {', '.join(settings['frameworks'])} (reference "
         f"{settings['reference']}), mode {settings['mode']}, on {where}"
     )
+    if settings.get("oracles"):
+        # The oracles check gradient formulas, which do not depend on the seed.
+        line += "; gradient oracles on each cell's first seed"
     if reused:
         line += f"; {reused} already in the report, not checked again"
     return line + "."

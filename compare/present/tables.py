@@ -42,7 +42,7 @@ def table(
             overflow="fold",
         )
     for row in rows:
-        built.add_row(*row)
+        built.add_row(*map(_cell_text, row))
     return built
 
 
@@ -85,7 +85,8 @@ def fit(console: Console, built: Table) -> RenderableType:
 
 
 def _cell_text(value: object) -> Text:
-    return value if isinstance(value, Text) else Text.from_markup(str(value))
+    # emoji=False: a quantity such as state:m:W1 holds ":m:", which rich reads as an emoji code.
+    return value if isinstance(value, Text) else Text.from_markup(str(value), emoji=False)
 
 
 def stacked(built: Table) -> Group:

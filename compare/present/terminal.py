@@ -124,7 +124,10 @@ def render_comparisons(console: Console, title: str, comparisons: Sequence[Compa
     varying = [name for name, value in shared.items() if value is None and inexact]
     several = len({text.against(c) for c in comparisons}) > 1
     columns = ["framework", *(["against"] if several else []), "quantity", "max abs", "max rel"]
-    columns += ["ULP", "worst at", "first failing", "mismatched", *varying, "status"]
+    # Subnormals flushed to zero agree (compare.tolerances); a column only where some were.
+    flushed = any(c.flushed for c in comparisons)
+    columns += ["ULP", "worst at", "first failing", "mismatched"]
+    columns += [*(["flushed"] if flushed else []), *varying, "status"]
     rows = []
     for c in comparisons:
         row = [
@@ -137,6 +140,7 @@ def render_comparisons(console: Console, title: str, comparisons: Sequence[Compa
             step_at(c.worst_step, c.worst_index),
             "none" if c.passed else step_at(c.first_failing_step, c.first_failing_index),
             f"{c.mismatched}/{c.total}",
+            *([str(c.flushed)] if flushed else []),
         ]
         row += [text.number(getattr(c, name)) for name in varying]
         rows.append([*row, status_cell(c)])

@@ -49,8 +49,9 @@ def check_description(c: Comparison) -> str:
 def status(c: Comparison) -> str:
     """``"ok"``, ``"FAIL"`` (counts against the verdict), or why a difference beyond tolerance
     is only reported: ``"near-tie"`` for the trained model's classes (or accuracy) that differ
-    only where rounding decides a tie, ``"drift"`` for floating-point values that rounding
-    moved apart over independent training (below float64)."""
+    only where rounding decides a tie or where drifted weights moved them (each model's class
+    is its own weights'), ``"drift"`` for floating-point values that rounding moved apart over
+    independent training (below float64, or on a trajectory measured to amplify rounding)."""
     if c.passed:
         return "ok"
     if c.gating:
