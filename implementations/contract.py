@@ -65,7 +65,9 @@ An implementation module provides (``REQUIRED`` and ``OPTIONAL`` list the names)
   or a sequence of ``P`` int arrays when the batches differ in length (an epoch's last,
   partial batch).
 * In float16 and bfloat16, sums (matrix products, the loss's sum and its mean) accumulate in
-  float32 and round once to the dtype, as torch's and XLA's CPU kernels do.
+  float32 and round once to the dtype, as torch's and XLA's CPU kernels do. Elementwise
+  activations and their derivatives compute in float32 and round once to the dtype, as torch's
+  CPU kernels do (``jax.nn``'s functions round after every operation instead).
 * ``loss_and_grads(problem, params, X, Y) -> (losses (P,), grads {quantity: (P, ...)})``: the
   loss and gradient at ``P`` parameter points on all of ``X``, without any update.
 * ``predict(problem, params, X) -> (P, R, O)``: the network output for ``P`` parameter points.

@@ -53,6 +53,7 @@ from implementations.contract import (  # noqa: E402
     State,
     initial_state,
 )
+from implementations.jax_grad import rounded_once  # noqa: E402  (one rule for both JAX sides)
 
 NAME = "flax_nnx"
 
@@ -77,14 +78,17 @@ def leaky_relu(Z: jax.Array) -> jax.Array:
     return jnp.where(Z > 0, Z, LEAKY_RELU_SLOPE * Z)
 
 
-#: Activation name -> the function nnx exports for it (leaky_relu aside, see above).
+#: Activation name -> the function nnx exports for it (leaky_relu aside, see above), wrapped
+#: by ``rounded_once`` so that float16 and bfloat16 compute in float32 and round once, as the
+#: contract and torch's CPU kernels do (nnx's functions are ``jax.nn``'s, which round after every
+#: operation); the sigmoid's and tanh's derivatives come from the rounded output, as torch's.
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "sigmoid": nnx.sigmoid,
-    "tanh": nnx.tanh,
-    "relu": nnx.relu,
-    "leaky_relu": leaky_relu,
-    "gelu": functools.partial(nnx.gelu, approximate=False),
-    "gelu_tanh": functools.partial(nnx.gelu, approximate=True),
+    "sigmoid": rounded_once(nnx.sigmoid, lambda A: (1 - A) * A),
+    "tanh": rounded_once(nnx.tanh, lambda A: 1 - A * A),
+    "relu": rounded_once(nnx.relu),
+    "leaky_relu": rounded_once(leaky_relu),
+    "gelu": rounded_once(functools.partial(nnx.gelu, approximate=False)),
+    "gelu_tanh": rounded_once(functools.partial(nnx.gelu, approximate=True)),
     "identity": lambda Z: Z,
 }
 

@@ -3,8 +3,11 @@ from optax.
 
 Design rules:
 
-* No derivative is written here. ``loss_of_params`` is a pure function of the parameters;
-  ``jax.value_and_grad`` differentiates it. Activations come from ``jax.nn`` and the
+* No derivative is written here but where the contract fixes one by convention (binary
+  cross-entropy's floor) or by its rounding (the sigmoid's and tanh's from their 16-bit output,
+  ``rounded_once``). ``loss_of_params`` is a pure function of the parameters;
+  ``jax.value_and_grad`` differentiates it. Activations come from ``jax.nn`` (in float16 and
+  bfloat16 computed in float32 and rounded once, ``rounded_once``) and the
   cross-entropy from ``optax.softmax_cross_entropy``; the update is optax's ``sgd`` / ``adam``
   / ``adamw``, each convention set explicitly so that the mathematics is the contract's (torch's
   formulas, ``implementations.contract.Optimizer``). Where optax and torch round in a
@@ -93,15 +96,58 @@ def leaky_relu(Z: jax.Array) -> jax.Array:
     return jnp.where(Z > 0, Z, LEAKY_RELU_SLOPE * Z)
 
 
-#: Activation name -> function of ``Z``. ``jax.nn.gelu`` defaults to the tanh approximation, so
-#: both forms pass ``approximate`` explicitly (the exact form is torch's default).
+def rounded_once(
+    function: Callable[[jax.Array], jax.Array],
+    derivative_from_output: Callable[[jax.Array], jax.Array] | None = None,
+) -> Callable[[jax.Array], jax.Array]:
+    """``function`` as the contract computes it in float16 and bfloat16: in float32, rounded once.
+
+    ``jax.nn.sigmoid`` on bfloat16 rounds after its negate, exp, add and divide, so about one
+    value in five is an ulp off torch's CPU kernel (float32 inside, one rounding), and in a
+    saturated bfloat16 run that ulp flips a term. In 16 bits the returned function widens ``Z``
+    to float32, applies ``function`` and rounds the result once; its derivative
+    (``jax.custom_jvp``) is the upstream gradient times ``dA/dZ``, both in float32, rounded once.
+    ``dA/dZ`` comes from the rounded output through ``derivative_from_output`` where torch's
+    backward uses the saved output (sigmoid, tanh), and otherwise from ``jax.jvp`` of
+    ``function`` at ``Z`` in float32, as torch's backward uses the input (gelu, relu). float32
+    and float64 get ``function`` itself: no conversions.
+    """
+
+    @jax.custom_jvp
+    def in_float32(Z: jax.Array) -> jax.Array:
+        return function(Z.astype(jnp.float32)).astype(Z.dtype)
+
+    @in_float32.defjvp
+    def in_float32_jvp(primals, tangents):
+        (Z,), (Z_dot,) = primals, tangents
+        wide_Z, wide_Z_dot = Z.astype(jnp.float32), Z_dot.astype(jnp.float32)
+        if derivative_from_output is None:
+            wide_A, wide_A_dot = jax.jvp(function, (wide_Z,), (wide_Z_dot,))
+            A = wide_A.astype(Z.dtype)
+        else:
+            A = function(wide_Z).astype(Z.dtype)
+            wide_A_dot = wide_Z_dot * derivative_from_output(A.astype(jnp.float32))
+        return A, wide_A_dot.astype(Z.dtype)
+
+    def activation(Z: jax.Array) -> jax.Array:
+        return function(Z) if jnp.dtype(Z.dtype).itemsize >= 4 else in_float32(Z)
+
+    activation.__name__ = getattr(function, "__name__", "activation")
+    activation.__doc__ = function.__doc__
+    return activation
+
+
+#: Activation name -> function of ``Z``, each rounded once in 16 bits (``rounded_once``).
+#: ``jax.nn.gelu`` defaults to the tanh approximation, so both forms pass ``approximate``
+#: explicitly (the exact form is torch's default). The sigmoid's and tanh's derivatives are
+#: written from the output, in the order torch's backward kernels multiply.
 ACTIVATIONS = {
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jax.nn.tanh,
-    "relu": jax.nn.relu,
-    "leaky_relu": leaky_relu,
-    "gelu": partial(jax.nn.gelu, approximate=False),
-    "gelu_tanh": partial(jax.nn.gelu, approximate=True),
+    "sigmoid": rounded_once(jax.nn.sigmoid, lambda A: (1 - A) * A),
+    "tanh": rounded_once(jax.nn.tanh, lambda A: 1 - A * A),
+    "relu": rounded_once(jax.nn.relu),
+    "leaky_relu": rounded_once(leaky_relu),
+    "gelu": rounded_once(partial(jax.nn.gelu, approximate=False)),
+    "gelu_tanh": rounded_once(partial(jax.nn.gelu, approximate=True)),
     "identity": lambda Z: Z,
 }
 
