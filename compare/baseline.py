@@ -1,13 +1,13 @@
 """Baselines: what a run must reproduce later, stored as JSON, and the comparison of a rerun.
 
 A baseline is recorded from a ``CheckResult`` that passed (``compare.check.check`` with
-``trajectories=True``): the recipe, how it was checked (frameworks, reference, mode, the
-tolerances given), the environment, and per framework every per-step quantity at
-``CHECKPOINTS + 1`` evenly spaced steps plus the trained model's test outputs, classes and
-accuracies. Every stored series has the same form, ``{"steps": [...], "values": [...]}``:
-values with a leading axis over the listed steps, so a rerun is compared by
-``agreement.SeriesAccumulator`` exactly as frameworks are compared with each other, and a
-change is named by framework, quantity, training step and element.
+``trajectories=kept_states(steps)``, the states it stores, or ``True``): the recipe, how it was
+checked (frameworks, reference, mode, the tolerances given), the environment, and per
+framework every per-step quantity at ``CHECKPOINTS + 1`` evenly spaced steps plus the trained
+model's test outputs, classes and accuracies. Every stored series has the same form,
+``{"steps": [...], "values": [...]}``: values with a leading axis over the listed steps, so a
+rerun is compared by ``agreement.SeriesAccumulator`` exactly as frameworks are compared with
+each other, and a change is named by framework, quantity, training step and element.
 
 Checking a baseline reruns its recipe through ``check`` (so the frameworks must still agree
 with each other) and compares EVERY stored framework with its own rerun. JSON only, never
@@ -58,9 +58,12 @@ def default_tolerance(
     return Tolerance(rule.rtol, rule.atol)
 
 
-def checkpoint_rows(rows: int) -> list[int]:
-    """``CHECKPOINTS + 1`` evenly spaced row positions of a series of ``rows`` rows."""
-    return checkpoints(rows - 1) if rows else []
+def kept_states(steps: int) -> list[int]:
+    """The states a baseline needs of a run of ``steps`` updates: the checkpoints of the states
+    (``0 .. steps``) and of the per-update records (``0 .. steps - 1``). ``check(...,
+    trajectories=kept_states(steps))`` keeps only these, so recording a baseline takes memory
+    that does not grow with the steps."""
+    return sorted(set(checkpoints(steps)) | set(checkpoints(max(steps - 1, 0))))
 
 
 def final_values(outputs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -80,10 +83,13 @@ def stored_series(result) -> dict[str, dict[str, tuple[list[int], np.ndarray]]]:
     of its rows, and the trained model's results at the last step.
 
     Raises:
-        ValueError: ``result`` holds no trajectories (``check(..., trajectories=True)``).
+        ValueError: ``result`` holds no trajectories (``check(..., trajectories=kept_states(
+            steps))``).
     """
     if result.trajectories is None:
-        raise ValueError("a baseline needs the whole trajectories: check(..., trajectories=True)")
+        raise ValueError(
+            "a baseline needs the kept states: check(..., trajectories=kept_states(steps))"
+        )
     problem = result.problem
     labels = np.asarray(result.dataset.labels_test)
     all_steps = np.asarray(result.trajectory_steps)
@@ -94,7 +100,10 @@ def stored_series(result) -> dict[str, dict[str, tuple[list[int], np.ndarray]]]:
             rows = len(records[quantities.source(quantity)])
             steps = all_steps[:rows]
             values = quantities.values(quantity, records, steps, problem.batches)
-            chosen = checkpoint_rows(rows)
+            # The checkpoints of the quantity's own last step (per-update records stop one
+            # short), found by step: the result may hold every state or only ``kept_states``.
+            wanted = checkpoints(int(steps[-1])) if rows else []
+            chosen = np.flatnonzero(np.isin(steps, wanted))
             stored[framework][quantity] = (
                 [int(step) for step in steps[chosen]],
                 np.asarray(values, dtype=np.float64)[chosen],
@@ -325,7 +334,7 @@ def compare(
     Args:
         baseline: What was recorded.
         rerun: ``check`` of ``baseline.recipe`` with the baseline's frameworks, reference and
-            mode, ``trajectories=True``.
+            mode, ``trajectories=kept_states(steps)`` (or ``True``).
         tolerance: Overrides the baseline's own for the floating-point quantities (classes
             and accuracies are compared exactly).
         environment: The rerun's environment, compared with the recorded one.

@@ -217,7 +217,7 @@ def check(
     atol: float | None = None,
     *,
     progress: harness.Progress | None = None,
-    trajectories: bool = False,
+    trajectories: bool | Sequence[int] = False,
     record_every: int = 1,
     oracles: bool = True,
     modules: Mapping[str, ModuleType] | None = None,
@@ -240,7 +240,8 @@ def check(
             normal number).
         progress: Called as ``progress(framework, states_done, states_total)``.
         trajectories: Keep every framework's whole trajectory (``CheckResult.trajectories``;
-            ``compare.trajectories.write`` saves them). Memory then grows with the steps.
+            ``compare.trajectories.write`` saves them; memory then grows with the steps), or,
+            given states, only the records at those states (what a baseline keeps).
         record_every: Compare and keep every K-th state (and the one after it).
         oracles: Run the gradient oracles.
         modules: Implementations to use instead of the registry's, by name (run in threads of
@@ -286,7 +287,7 @@ def check_seeds(
     atol: float | None = None,
     *,
     progress: harness.Progress | None = None,
-    trajectories: bool = False,
+    trajectories: bool | Sequence[int] = False,
     record_every: int = 1,
     oracles: bool = True,
     oracle_seeds: Sequence[int] | None = None,
@@ -367,7 +368,7 @@ def check_seeds(
             else (),
             oracle_points=points,
         )
-        harness.check_memory(plan, trajectories, workers.processes)
+        harness.check_memory(plan, trajectories is True, workers.processes)
         judges = _SeedJudges([_Judge(plan, mode, rtol, atol, trajectories) for _ in recipes])
         stats = harness.run(workers, plan, judges, progress)
         pids = {name: handle.pid for name, handle in workers.handles.items()}
@@ -585,7 +586,7 @@ class _Judge:
         mode: str,
         rtol: float | None,
         atol: float | None,
-        keep_trajectories: bool,
+        keep_trajectories: bool | Sequence[int],
     ) -> None:
         self.plan = plan
         self.problem = problem = plan.problem
@@ -624,8 +625,14 @@ class _Judge:
         self.readings: dict[str, list[tuple[str, dict]]] = {name: [] for name in plan.frameworks}
         self.kept: dict[str, dict[str, list]] | None = (
             {name: {q: [] for q in problem.record_names()} for name in plan.trainers}
-            if keep_trajectories
+            if keep_trajectories is not False
             else None
+        )
+        # The states kept (None: all of them).
+        self.kept_only = (
+            None
+            if isinstance(keep_trajectories, bool)
+            else np.unique(np.asarray(list(keep_trajectories), dtype=np.int64))
         )
         self.kept_steps: list[np.ndarray] = []
         self.watched = (
@@ -682,10 +689,11 @@ class _Judge:
                 for name, q in self.problem.network.param_quantities.items()
             }
         if self.kept is not None:
+            chosen = slice(None) if self.kept_only is None else np.isin(steps, self.kept_only)
             for q, kept in self.kept[framework].items():
-                kept.append(np.array(records[q]))
+                kept.append(np.array(records[q][chosen]))
             if framework == self.plan.reference:
-                self.kept_steps.append(np.array(steps))
+                self.kept_steps.append(np.array(steps[chosen]))
 
     def independent(self, framework: str, steps: np.ndarray, actual: dict, expected: dict) -> None:
         batches = self.problem.batches

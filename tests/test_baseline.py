@@ -182,3 +182,28 @@ def test_a_baseline_whose_shapes_do_not_fit_its_recipe_is_refused(recorded, caps
     _edit(recorded, lambda document: document["recipe"]["network"].update(hidden=[3]))
     assert _check(recorded) == 2
     assert "does not match its recipe" in _one_error_line(capsys)
+
+
+def test_a_baseline_keeps_only_its_states_and_stores_what_the_whole_trajectory_gives(plugin):
+    """Recording keeps the checkpoint states only (memory that does not grow with the steps),
+    and stores exactly what it would store from the whole trajectory."""
+    from compare import Recipe, check
+
+    recipe = Recipe(steps=37, optimizer="adam", lr=0.01)
+    frameworks = ("numpy", plugin)
+    kept = baseline.kept_states(recipe.steps)
+    assert kept == sorted(set(baseline.checkpoints(37)) | set(baseline.checkpoints(36)))
+    few = check(recipe, frameworks, isolate=False, oracles=False, trajectories=kept)
+    whole = check(recipe, frameworks, isolate=False, oracles=False, trajectories=True)
+    assert list(few.trajectory_steps) == kept
+    assert len(few.trajectories["numpy"]["weight:W1"]) == len(kept)
+    assert len(few.trajectories["numpy"]["grad:W1"]) == len(kept) - 1  # no update after 37
+    stored_few, stored_whole = baseline.stored_series(few), baseline.stored_series(whole)
+    assert stored_few.keys() == stored_whole.keys()
+    for framework, series in stored_whole.items():
+        assert series.keys() == stored_few[framework].keys()
+        for quantity, (steps, values) in series.items():
+            assert stored_few[framework][quantity][0] == steps, (framework, quantity)
+            assert (stored_few[framework][quantity][1] == values).all(), (framework, quantity)
+    assert stored_whole["numpy"]["grad:W1"][0][-1] == 36
+    assert stored_whole["numpy"]["weight:W1"][0][-1] == 37

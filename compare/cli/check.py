@@ -71,7 +71,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
             rtol=recorded.check_rtol,
             atol=recorded.check_atol,
             progress=progress,
-            trajectories=True,
+            trajectories=baseline.kept_states(recorded.recipe.steps),
             isolate=not args.in_process,
         )
     result = baseline.compare(recorded, rerun, tolerance, environment.describe())

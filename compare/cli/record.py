@@ -64,7 +64,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
             rtol=args.rtol,
             atol=args.atol,
             progress=progress,
-            trajectories=True,
+            trajectories=baseline.kept_states(recipe.steps),
             isolate=not args.in_process,
         )
     terminal.render_report(console, result, "crosscheck record")
