@@ -336,7 +336,7 @@ def test_a_worker_steps_in_groups_of_step_group_states_and_puts_every_result_in_
         sink=lambda start, records: kept.append(records),
     )
     steps = np.arange(recipe.steps + 1)
-    states = {q: kept[0][q][:, 0] for q in problem.state_names()}
+    states = {q: kept[0][q] for q in problem.state_names()}  # (steps + 1, 1 point, ...)
     sizes = []
 
     class Counting:
@@ -352,7 +352,7 @@ def test_a_worker_steps_in_groups_of_step_group_states_and_puts_every_result_in_
     for k in steps:
         alone, after = numpy_manual.step(
             problem,
-            {q: v[k : k + 1] for q, v in states.items()},
+            {q: v[k] for q, v in states.items()},
             X,
             Y,
             [problem.batches.indices(k)],
@@ -360,7 +360,7 @@ def test_a_worker_steps_in_groups_of_step_group_states_and_puts_every_result_in_
         for found, expected in ((records, alone), (next_states, after)):
             for quantity, value in expected.items():
                 np.testing.assert_allclose(
-                    found[quantity][k],
+                    found[quantity][k, 0],
                     value[0],
                     rtol=1e-12,
                     atol=1e-15,
