@@ -248,6 +248,13 @@ def kink_reason(count: int) -> str:
     )
 
 
+def _no_derivative_reason(departures: int, kinked: int, otherwise: str = "") -> str:
+    """Why a check is inconclusive: a kink, else BCE's convention, else ``otherwise``."""
+    if kinked:
+        return kink_reason(kinked)
+    return departure_reason(departures) if departures else otherwise
+
+
 def kinks(problem: Problem, points: np.ndarray, X: np.ndarray, reach: float = 0.0) -> int:
     """Pre-activations of the kinked layers (``KINKED``) that sit at their kink for ``points``
     ``(P, size)`` (the checked point first): exactly 0 or within ``reach`` of 0 at the checked
@@ -326,18 +333,17 @@ def check(
         Y: Training targets.
     """
     taylor = taylor_test(module, problem, params, X, Y)
-    departing = convention_departures(module, problem, taylor_points(problem, params), X)
+    visited = taylor_points(problem, params)
+    departing = convention_departures(module, problem, visited, X)
     departures = int(departing.sum())
     # A failed order where the used steps cross a relu kink is the kink's, not the gradient's.
     kinked = 0
     if not taylor["passed"] and taylor["largest_used_step"]:
-        visited = taylor_points(problem, params)
-        kinked = kinks(
-            problem, visited[np.r_[True, taylor_steps() <= taylor["largest_used_step"]]], X
-        )
-    reason = ROUNDING_FLOOR_REASON if taylor["inconclusive"] else ""
-    reason = departure_reason(departures) if departures else reason
-    reason = kink_reason(kinked) if kinked else reason
+        used = np.r_[True, taylor_steps() <= taylor["largest_used_step"]]
+        kinked = kinks(problem, visited[used], X)
+    reason = _no_derivative_reason(
+        departures, kinked, ROUNDING_FLOOR_REASON if taylor["inconclusive"] else ""
+    )
     results = [
         OracleResult(
             framework=framework,
@@ -375,8 +381,6 @@ def check(
     checker_kinks = (
         0 if found["passed"] else kinks(problem, flatten(problem, params)[None], X, plan["step"])
     )
-    checker_reason = departure_reason(departures) if departures else ""
-    checker_reason = kink_reason(checker_kinks) if checker_kinks else checker_reason
     results.append(
         OracleResult(
             framework=framework,
@@ -398,7 +402,7 @@ def check(
                 "convention_departures": departures,
                 "kinks": checker_kinks,
             },
-            reason=checker_reason,
+            reason=_no_derivative_reason(departures, checker_kinks),
         )
     )
     return results
