@@ -7,9 +7,10 @@ framework's gradient against its own loss, in float64, at a few of the reference
 * **The Taylor remainder test**, through the implementation's ``loss_and_grads``: for a correct
   gradient ``g``, ``r(h) = |L(w + h v) - L(w) - h <g, v>|`` shrinks like ``h^2`` (or faster,
   ``h^3``, where the loss has no curvature along ``v``); a wrong gradient leaves an ``O(h)`` term
-  and the observed order drops to 1. Remainders within the rounding floor of the loss are not
-  used (``compare.tolerances.TAYLOR_NOISE_ROUNDINGS``); with fewer than two usable steps the
-  test is inconclusive, reported and not a failure.
+  and the observed order drops to 1. Remainders within the rounding floor of the loss (its own
+  rounding and the rounding its outputs carry in, ``compare.tolerances.taylor_noise_floor``)
+  are not used; with fewer than two usable steps the test is inconclusive, reported and not a
+  failure. The order is also read with the remainder's ``h^3`` term cancelled (``taylor_test``).
 * **Each library's finite-difference checker**, through the implementation's optional
   ``gradient_check`` (``scipy.optimize.check_grad``, ``torch.autograd.gradcheck``,
   ``jax.test_util.check_grads``). This module chooses the step and the threshold: the loss's
@@ -177,29 +178,65 @@ def taylor_test(
     hs = taylor_steps()
     losses, grads = _evaluate(module, problem64, taylor_points(problem, params), X, Y)
     slope = float(grads[0] @ v)
-    remainders = np.abs(losses[1:] - losses[0] - hs * slope)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        orders = np.log2(remainders[:-1] / remainders[1:])
-        # A remainder within a thousand roundings of the loss is noise, not a Taylor term (a
-        # saturated network has almost no gradient or curvature left to measure).
-        floor = tolerances.TAYLOR_NOISE_ROUNDINGS * EPS64 * abs(float(losses[0]))
-        usable = np.isfinite(orders) & (remainders[1:] > floor)
-    used = np.flatnonzero(usable)[-3:]
-    smallest = orders[used]
-    observed = float(np.median(smallest)) if smallest.size >= 2 else math.nan
+    signed = losses[1:] - losses[0] - hs * slope
+    # A remainder within the rounding floor is noise, not a Taylor term (a saturated network
+    # has almost no gradient or curvature left to measure, and its outputs' rounding is large).
+    floor = tolerances.taylor_noise_floor(float(losses[0]), output_rounding(problem, params, X, Y))
+    orders, observed, used = _order(np.abs(signed), floor)
+    # The same test with the remainder's h^3 term cancelled (see the docstring).
+    cubic_free = 8 * signed[1:] - signed[:-1]
+    cubic_free_orders, cubic_free_observed, _ = _order(
+        np.abs(cubic_free), tolerances.CUBIC_FREE_NOISE * floor
+    )
     inconclusive = math.isnan(observed) or not np.isfinite(losses[0])
+    least = 2.0 - tolerances.TAYLOR_ORDER_TOLERANCE
+    # The order that decides: the remainder's, else (where it fails) the cubic-free one's.
+    order = cubic_free_observed if observed < least <= cubic_free_observed else observed
     return {
         "steps": [float(h) for h in hs],
-        "remainders": [float(r) for r in remainders],
+        "remainders": [float(r) for r in np.abs(signed)],
         "orders": [float(o) for o in orders],
+        "cubic_free_orders": [float(o) for o in cubic_free_orders],
+        "order": order,
         "observed_order": observed,
+        "cubic_free_order": cubic_free_observed,
+        "noise_floor": floor,
         "inconclusive": bool(inconclusive),
-        "passed": bool(inconclusive or observed >= 2.0 - tolerances.TAYLOR_ORDER_TOLERANCE),
+        "passed": bool(inconclusive or observed >= least or cubic_free_observed >= least),
         "loss": float(losses[0]),
         "largest_gradient": float(np.max(np.abs(grads[0]), initial=0.0)),
         # The order compares remainders at steps used[i] and used[i] + 1.
         "largest_used_step": float(hs[used[0]]) if used.size else 0.0,
     }
+
+
+def _order(remainders: np.ndarray, floor: float) -> tuple[np.ndarray, float, np.ndarray]:
+    """Orders ``log2(r(h) / r(h/2))`` of successive ``remainders``, the observed order (the
+    median of the three smallest steps whose smaller remainder is above ``floor``; NaN with
+    fewer than two) and the indices of the orders it used."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        orders = np.log2(remainders[:-1] / remainders[1:])
+        usable = np.isfinite(orders) & (remainders[1:] > floor)
+    used = np.flatnonzero(usable)[-3:]
+    observed = float(np.median(orders[used])) if used.size >= 2 else math.nan
+    return orders, observed, used
+
+
+def output_rounding(problem: Problem, params: Params, X: np.ndarray, Y: np.ndarray) -> float:
+    """``eps * sum |dL/dA| |A|``: the rounding the network's outputs ``A`` carry into one loss
+    at ``params``, each output off by one rounding (``eps |A|``) and the loss moving by
+    ``dL/dA`` per unit of it. The NumPy reference's forward and loss derivative in float64 (the
+    rounding of a float64 evaluation of the function, whoever evaluates it). Large where an
+    output saturates toward its target (``compare.tolerances.finite_difference_plan``)."""
+    from implementations import numpy_manual
+
+    problem64 = dataclasses.replace(problem, dtype="float64")
+    point = unflatten(problem, flatten(problem, params)[None])
+    outputs = numpy_manual.forward(problem64, point, np.asarray(X, np.float64)[None])[-1].A
+    derivative = numpy_manual.LOSSES[problem.network.loss].derivative(
+        outputs, np.asarray(Y, np.float64)[None]
+    )
+    return EPS64 * float(np.sum(np.abs(derivative * outputs)))
 
 
 def taylor_steps() -> np.ndarray:
@@ -351,11 +388,21 @@ def check(
             state=state,
             step=None,
             threshold=2.0 - tolerances.TAYLOR_ORDER_TOLERANCE,
-            error=None if math.isnan(taylor["observed_order"]) else taylor["observed_order"],
+            error=None if math.isnan(taylor["order"]) else taylor["order"],
             passed=taylor["passed"] or bool(departures) or bool(kinked),
             inconclusive=taylor["inconclusive"] or bool(departures) or bool(kinked),
             facts={
-                **{k: taylor[k] for k in ("steps", "remainders", "orders")},
+                **{
+                    k: taylor[k]
+                    for k in (
+                        "steps",
+                        "remainders",
+                        "orders",
+                        "cubic_free_orders",
+                        "cubic_free_order",
+                        "noise_floor",
+                    )
+                },
                 "convention_departures": departures,
                 "kinks": kinked,
             },
@@ -372,7 +419,8 @@ def check(
     losses, grads = _evaluate(module, problem64, flatten(problem, params)[None], X, Y)
     kappa = curvature(module, problem, params, X, Y)
     terms = int(np.size(Y))
-    plan = tolerances.finite_difference_plan(float(losses[0]), kappa, terms)
+    carried = output_rounding(problem, params, X, Y)
+    plan = tolerances.finite_difference_plan(float(losses[0]), kappa, terms, carried)
     found = gradient_check(
         problem64, params, X, Y, step=plan["step"], atol=plan["atol"], rtol=plan["rtol"]
     )
@@ -398,6 +446,7 @@ def check(
                 "curvature": kappa,
                 "truncation": plan["truncation"],
                 "rounding": plan["rounding"],
+                "output_rounding": carried,
                 "rows": len(rows),
                 "convention_departures": departures,
                 "kinks": checker_kinks,

@@ -446,6 +446,14 @@ TAYLOR_ORDER_TOLERANCE = 0.25
 #: Taylor remainders below this many float64 roundings of the loss are noise and not used.
 TAYLOR_NOISE_ROUNDINGS = 1e3
 
+#: ... nor remainders below this many times the rounding the outputs carry into one loss
+#: (``output_rounding``, see ``taylor_noise_floor``).
+TAYLOR_OUTPUT_ROUNDINGS = 20.0
+
+#: A remainder with its ``h^3`` term removed, ``8 R(h/2) - R(h)``, carries the rounding of nine
+#: remainders (see ``compare.oracle.taylor_test``).
+CUBIC_FREE_NOISE = 9.0
+
 #: A finite difference of step ``h`` errs by truncation ``h/2 * kappa`` (forward differences,
 #: ``kappa`` the curvature; central differences err less, by ``h^2/6`` times the third
 #: derivative) plus rounding ``2 * eps_L / h`` (``eps_L`` the rounding error of one loss
@@ -465,22 +473,60 @@ FINITE_DIFFERENCE_RTOL = 1e-6
 FINITE_DIFFERENCE_STEPS = (1e-10, 1e-3)
 
 
-def finite_difference_plan(loss: float, curvature: float, terms: int) -> dict[str, float]:
+def taylor_noise_floor(loss: float, output_rounding: float = 0.0) -> float:
+    """The remainder below which a Taylor remainder is rounding noise, not a Taylor term.
+
+    ``TAYLOR_NOISE_ROUNDINGS`` float64 roundings of the loss, plus ``TAYLOR_OUTPUT_ROUNDINGS``
+    times ``output_rounding``, the rounding the network's outputs carry into one loss
+    (``compare.oracle.output_rounding``: ``eps * sum |dL/dA| |A|``). That second term is the
+    one a saturated output makes far larger than the loss's own rounding: binary
+    cross-entropy's ``log1p(-A)`` at ``1 - A = 6.4e-9`` turns the rounding of ``A``
+    (``2.2e-16``) into ``3.4e-8`` of that term (measured: digits, bfloat16 weights,
+    relu/relu/sigmoid, states 81 and 121 of a run: remainders flat at ``1e-10`` and ``4e-12``
+    as ``h`` halves from ``3e-4`` and ``2e-5`` down, where ``1000 eps |L|`` is ``1.5e-13`` and
+    the output term ``4.1e-10`` and ``6.3e-12``; the orders read there were 0.67 and -0.62). A
+    remainder differences two losses, so its noise is at most twice that term; a remainder ten
+    times its noise reads each halving's order within ``log2(41/9) - 2 = 0.19``, inside
+    ``TAYLOR_ORDER_TOLERANCE``: hence 20.
+    """
+    eps = EPS["float64"]
+    return TAYLOR_NOISE_ROUNDINGS * eps * abs(loss) + TAYLOR_OUTPUT_ROUNDINGS * output_rounding
+
+
+def finite_difference_plan(
+    loss: float, curvature: float, terms: int, output_rounding: float = 0.0
+) -> dict[str, float]:
     """The step and thresholds of a finite-difference check at a point.
 
     The step balances truncation against rounding, ``h = 2 sqrt(eps_L / kappa)``; the threshold
     is ``FINITE_DIFFERENCE_SAFETY`` times the error that step implies.
 
+    ``eps_L``, the rounding of one loss evaluation, is ``LOSS_ROUNDINGS`` times the loss's own
+    rounding, ``eps |L| sqrt(terms)``, plus the rounding its inputs carry in,
+    ``output_rounding`` (``eps * sum |dL/dA| |A|`` over the outputs ``A``). Where outputs
+    saturate toward their targets the loss is far smaller than its terms' rounding: a sigmoid
+    output at ``1 - A = 8.6e-7`` holds ``A - Y`` only to ``eps`` absolute, so ``(A - Y)^2 / 2``
+    only to ``eps |A - Y| = 1.9e-22``, not ``eps (A - Y)^2`` (measured: breast_cancer, float32
+    weights, sigmoid, half-sse, 32 rows, state 2 of a run: ``eps |L| = 5.1e-26``, output term
+    ``1.9e-22``; forward differences at step ``2e-8`` off by ``8.5e-15`` against a bound of
+    ``4.3e-15`` that omitted it). Likewise binary cross-entropy's ``log1p(-A)`` at
+    ``1 - A = 6.4e-9``, ``Y = 0`` (digits, bfloat16 weights: output term ``1.1e-10``, forward
+    differences off by ``2.2e-4`` against ``2.5e-6``; the error fell as ``1/h`` when the step
+    grew, rounding's signature, where a kink's would not).
+
     Args:
         loss: ``|L|`` at the point.
         curvature: Estimate of the largest second derivative of the loss.
         terms: Rows times outputs: the terms summed in one loss.
+        output_rounding: ``eps * sum |dL/dA| |A|`` at the point (0: not known).
 
     Returns:
         ``{"step", "atol", "rtol", "truncation", "rounding"}``.
     """
     eps = EPS["float64"]
-    rounding_of_loss = LOSS_ROUNDINGS * eps * max(abs(loss), eps) * math.sqrt(max(terms, 1))
+    rounding_of_loss = LOSS_ROUNDINGS * (
+        eps * max(abs(loss), eps) * math.sqrt(max(terms, 1)) + output_rounding
+    )
     kappa = max(curvature, rounding_of_loss)
     low, high = FINITE_DIFFERENCE_STEPS
     step = min(max(2 * math.sqrt(rounding_of_loss / kappa), low), high)
