@@ -141,18 +141,23 @@ def accumulator(dtype: torch.dtype) -> torch.dtype:
 def loss(problem: Problem, A_out: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """Each point's loss (contract formulas): ``(..., R, O)`` -> ``(...)``.
 
-    ``Y`` is ``(R, O)`` shared by every point, or shaped like ``A_out``. The sum over rows and
-    its division run in ``accumulator`` precision and round once to the dtype (``reduce``), as
-    the contract says: torch's own ``reduction="mean"`` rounds the float16 sum before dividing,
-    and a sum past 65504 becomes inf where the mean is finite (measured: cross-entropy on
-    unscaled breast_cancer, 549 rows summing to 214768, a mean of 391).
+    ``Y`` is ``(R, O)`` shared by every point, or shaped like ``A_out``. In float16 and bfloat16
+    the loss runs on the outputs widened to float32 (``accumulator``), its sum over rows and the
+    division too, and rounds once to the dtype, as the contract says; the backward pass then
+    computes ``dL/dA`` in float32 and rounds it once where it meets the cast. torch's own 16-bit
+    kernels round every intermediate instead, which two measured false alarms (float16, unscaled
+    breast_cancer, cross-entropy) showed to overflow where the contract's loss is finite: the
+    ``reduction="mean"`` sum of 549 rows, 214768 past float16's 65504 (inf, for a mean of 391),
+    and a log-softmax of -75000 on a class of target 0 (``0 * -inf``: NaN, for a row loss of
+    2e4).
     """
     net = problem.network
     rows, outputs = A_out.shape[-2], A_out.shape[-1]
-    wide = accumulator(A_out.dtype)
+    dtype, wide = A_out.dtype, accumulator(A_out.dtype)
+    A_out, Y = A_out.to(wide), Y.to(wide)
 
     def reduce(values: torch.Tensor, dims: tuple[int, ...], divisor: int) -> torch.Tensor:
-        return (values.sum(dim=dims, dtype=wide) / divisor).to(A_out.dtype)
+        return (values.sum(dim=dims) / divisor).to(dtype)
 
     if Y.shape != A_out.shape:
         Y = Y.expand_as(A_out)  # torch's losses warn on (and some refuse) broadcast targets

@@ -528,3 +528,21 @@ def test_a_float16_loss_whose_sum_overflows_but_mean_does_not_is_finite(loss):
     assert row_sum * rows > 65504 and np.isfinite(expected).all()
     np.testing.assert_allclose(losses, expected, rtol=2**-10)
     np.testing.assert_allclose(grads["grad:W1"], expected_grads["grad:W1"], rtol=2**-9)
+
+
+def test_a_float16_cross_entropy_with_logits_65504_apart_is_not_nan():
+    # Unscaled breast_cancer at step 2: logits 37884 and -37000, target 0 on the second. In
+    # float32, as the contract computes the loss, its log-softmax is -74884 and weighs 0; torch's
+    # float16 kernel rounds it to -inf first, and 0 * -inf is NaN.
+    problem = Problem(
+        Network((1, 2), ("identity",), loss="cross-entropy"),
+        Optimizer("sgd", lr=0.1),
+        "float16",
+        Batches(4, 0, seed=0),
+    )
+    X, Y = np.ones((4, 1)), np.tile([[1.0, 0.0]], (4, 1))
+    W = np.array([[[37000.0, -37000.0]]])
+    losses, grads = torch_autograd.loss_and_grads(problem, {"W1": W}, X, Y)
+    expected, expected_grads = numpy_manual.loss_and_grads(problem, {"W1": W}, X, Y)
+    assert np.array_equal(losses, expected) and expected[0] == 0
+    np.testing.assert_array_equal(grads["grad:W1"], expected_grads["grad:W1"])
