@@ -94,7 +94,9 @@ __all__ = [
 #: (measured: wine, binary cross-entropy in bfloat16, one state of 285 stepped together got
 #: ``sigmoid(6.24)`` = 0.99805 where the rounded value is 1.0, whose log is clamped at -100:
 #: a loss of 0.727 against 4.656 alone and in torch). The contract rounds every activation
-#: to the dtype, so excess precision is off.
+#: to the dtype, so excess precision is off in the jits that train, step, evaluate and predict.
+#: (The oracles' jits compute in float64, and the libraries' checkers trace them inside jits of
+#: their own, where XLA takes compiler options only at the top level.)
 COMPILER_OPTIONS = {"xla_allow_excess_precision": False}
 
 
@@ -873,14 +875,14 @@ def _rules(net: Network) -> tuple[Callable[..., jax.Array], ...]:
     return tuple(ACTIVATIONS[activation] for activation in net.activations)
 
 
-@partial(jax.jit, compiler_options=COMPILER_OPTIONS, static_argnames=("net", "rules"))
+@partial(jax.jit, static_argnames=("net", "rules"))
 def _oracle_loss(net: Network, rules: tuple, point: dict[str, jax.Array], X, Y) -> jax.Array:
     """One point's loss, jitted once per network and data shape (not once per call)."""
     del rules  # the key only: ``forward`` reads ``ACTIVATIONS`` when it traces
     return loss_of_params(point, net, X, Y)[0]
 
 
-@partial(jax.jit, compiler_options=COMPILER_OPTIONS, static_argnames=("net", "rules"))
+@partial(jax.jit, static_argnames=("net", "rules"))
 def _oracle_central_differences(
     net: Network, rules: tuple, point: dict[str, jax.Array], shifts: jax.Array, X, Y, step
 ) -> jax.Array:
@@ -904,7 +906,7 @@ def _oracle_central_differences(
     return jax.vmap(one)(shifts)
 
 
-@partial(jax.jit, compiler_options=COMPILER_OPTIONS, static_argnames=("net", "rules"))
+@partial(jax.jit, static_argnames=("net", "rules"))
 def _oracle_gradient(net: Network, rules: tuple, point: dict[str, jax.Array], X, Y) -> jax.Array:
     """The gradient at one point, flattened in ``param_names`` order."""
     del rules
