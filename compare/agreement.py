@@ -513,7 +513,11 @@ class PrecisionFacts:
             the frameworks checked in both modes in float64.
         drift_reported: The frameworks whose float64 drift is reported, not judged, because
             their trajectory is measured to amplify rounding
-            (``tolerances.drift_is_amplified_rounding``).
+            (``tolerances.drift_is_amplified_rounding``), or, with no synced step, because it
+            first exceeded the tolerance at or after ``amplifying_from``.
+        amplifying_from: Float64 with no synced step: the first state at which one correct
+            step from the reference's state may move a parameter beyond the independent
+            tolerance (``tolerances.step_outgrows_independent``), or ``None``.
     """
 
     mode: str
@@ -525,6 +529,7 @@ class PrecisionFacts:
     oracles: dict[str, list] = field(default_factory=dict)
     amplification: dict[str, float] = field(default_factory=dict)
     drift_reported: tuple[str, ...] = ()
+    amplifying_from: int | None = None
 
     @property
     def failed_oracles(self) -> list[tuple[str, object]]:

@@ -635,6 +635,17 @@ class _Judge:
             else np.unique(np.asarray(list(keep_trajectories), dtype=np.int64))
         )
         self.kept_steps: list[np.ndarray] = []
+        # Float64 runs with no synced step: the first state at which one correct step may move
+        # a parameter beyond the independent tolerance (``_note_onset``), and the reference's
+        # last state of the previous chunk with its scales, to pair with the next chunk's first.
+        self.watch_onset = dtype == "float64" and bool(plan.independent) and not plan.synced
+        self.onset: int | None = None
+        self.last_reference: tuple[np.ndarray, dict, dict] | None = None
+        # The first step starts from the shared initial state: the reference's records at
+        # states 0 and 1 with its scales at 0, and whether each framework's state 1 is what its
+        # update makes of its measured gradient (``_first_step``).
+        self.first_step_reference: tuple[dict, dict, dict] | None = None
+        self.first_step_ok: dict[str, bool] = {}
         self.watched = (
             "loss",
             *(q for q in problem.record_names() if quantities.parameter(q) is not None),
@@ -666,7 +677,70 @@ class _Judge:
     def reference_chunk(self, steps: np.ndarray, records: dict) -> dict:
         # Each synced record's atol scales with the running maximum of the reference's magnitude
         # (causal: see compare.tolerances), computed once here in state order.
-        return {("scale", q): running.update(records[q]) for q, running in self.scales.items()}
+        scales = {q: running.update(records[q]) for q, running in self.scales.items()}
+        if self.watch_onset and self.onset is None:
+            self._note_onset(steps, records, scales)
+        return {("scale", q): values for q, values in scales.items()}
+
+    def _note_onset(self, steps: np.ndarray, records: dict, scales: dict) -> None:
+        """Find the first state ``k + 1`` whose step from the reference's state ``k`` may move a
+        parameter element beyond the independent tolerance (the synced next-state allowance
+        against the independent rule: ``tolerances.step_outgrows_independent``)."""
+        problem = self.problem
+        parameters = tuple(problem.network.param_quantities.values())
+        if self.last_reference is not None:
+            last_steps, last_records, last_scales = self.last_reference
+            steps = np.concatenate([last_steps, steps])
+            records = {q: np.concatenate([last_records[q], records[q]]) for q in last_records}
+            scales = {q: np.concatenate([last_scales[q], scales[q]]) for q in last_scales}
+        self.last_reference = (
+            steps[-1:],
+            {q: np.array(v[-1:]) for q, v in records.items()},
+            {q: np.array(v[-1:]) for q, v in scales.items()},
+        )
+        pairs = np.nonzero(np.diff(steps) == 1)[0]
+        if not len(pairs):
+            return
+        before = {q: v[pairs] for q, v in records.items()}
+        count = before.get(quantities.STEP_COUNT)
+        outgrown = np.zeros(len(pairs), dtype=bool)
+        first = np.nonzero(steps[pairs] == 0)[0]
+        if len(first):
+            at = pairs[first[0]]
+            self.first_step_reference = (
+                {q: v[at] for q, v in records.items()},
+                {q: v[at + 1] for q, v in records.items()},
+                {q: v[at] for q, v in scales.items()},
+            )
+        for q in quantities.next_state(problem):
+            if quantities.is_exact(q):
+                continue
+            gradient = quantities.gradient_of(q)
+            parameter = quantities.parameter(q)
+            grad_rule = self._rule("synced", gradient)
+            grad = before[gradient]
+            scale = scales[gradient][pairs].reshape((-1,) + (1,) * (grad.ndim - 1))
+            with np.errstate(invalid="ignore", over="ignore"):
+                allowance = tolerances.update_allowance(
+                    problem.optimizer,
+                    quantities.buffer(q),
+                    self.dtype,
+                    grad=grad,
+                    grad_allowed=grad_rule.atol_at(scale) + grad_rule.rtol * np.abs(grad),
+                    param=before[problem.network.param_quantities[parameter]],
+                    change=np.abs(records[q][pairs + 1] - before[q]),
+                    count=count,
+                    buffers={
+                        buffer: before[name]
+                        for buffer, name in quantities.optimizer_buffers(problem, parameter).items()
+                    },
+                )
+                if q in parameters:
+                    outgrown |= tolerances.step_outgrows_independent(
+                        allowance, grad, records[q][pairs + 1], self.rules["independent"]
+                    )
+        if outgrown.any():
+            self.onset = int(steps[pairs[np.argmax(outgrown)]] + 1)
 
     def framework_chunk(self, framework: str, steps: np.ndarray, records: dict) -> None:
         self.nonfinite[framework].add(steps, records, self.watched)
@@ -697,6 +771,8 @@ class _Judge:
 
     def independent(self, framework: str, steps: np.ndarray, actual: dict, expected: dict) -> None:
         batches = self.problem.batches
+        if self.watch_onset:
+            self._first_step(framework, steps, actual, expected)
         for q in quantities.per_state(self.problem, INDEPENDENT):
             rule = self._rule("independent", q)
             exact = quantities.is_exact(q)
@@ -707,6 +783,55 @@ class _Judge:
                 0.0 if exact else rule.atol_at(0.0),
                 0.0 if exact else rule.rtol,
             )
+
+    def _first_step(self, framework: str, steps: np.ndarray, actual: dict, expected: dict) -> None:
+        """Whether ``framework``'s state 1 is within what a correct update makes of its state-0
+        gradient: its first step starts from the shared initial state, so its gradient's
+        difference from the reference's is measured there (and judged by the independent rule at
+        state 0), and the update may move each element of state 1 by its response to that
+        difference (``tolerances.update_allowance`` with the measured difference, where it
+        exceeds the synced gradient tolerance). A wrong update or learning rate fails here
+        however far the later drift may legitimately go."""
+        if self.first_step_reference is None:
+            return
+        at = np.nonzero(steps == 0)[0], np.nonzero(steps == 1)[0]
+        if not len(at[0]) or not len(at[1]):
+            return
+        i, j = int(at[0][0]), int(at[1][0])
+        before, after, scales = self.first_step_reference
+        problem, rule, ok = self.problem, self.rules["next-state"], True
+        for q in quantities.next_state(problem):
+            a, b = np.asarray(actual[q][j], float), np.asarray(after[q], float)
+            if quantities.is_exact(q):
+                ok &= bool(np.array_equal(a, b))
+                continue
+            gradient = quantities.gradient_of(q)
+            parameter = quantities.parameter(q)
+            grad_rule = self._rule("synced", gradient)
+            grad = before[gradient][None]
+            with np.errstate(invalid="ignore", over="ignore"):
+                measured = np.abs(np.asarray(actual[gradient][i], float) - grad)
+                tau = grad_rule.atol_at(scales[gradient]) + grad_rule.rtol * np.abs(grad)
+                allowance = tolerances.update_allowance(
+                    problem.optimizer,
+                    quantities.buffer(q),
+                    self.dtype,
+                    grad=grad,
+                    grad_allowed=np.maximum(tau, np.nan_to_num(measured, nan=0.0)),
+                    param=before[problem.network.param_quantities[parameter]][None],
+                    change=np.abs(b - before[q])[None],
+                    count=np.atleast_1d(before[quantities.STEP_COUNT])
+                    if quantities.STEP_COUNT in before
+                    else None,
+                    buffers={
+                        buffer: before[name][None]
+                        for buffer, name in quantities.optimizer_buffers(problem, parameter).items()
+                    },
+                )[0]
+                allowed = np.maximum(rule.floor, rule.atol + np.nan_to_num(allowance, nan=0.0))
+                close = np.abs(a - b) <= allowed + rule.rtol * np.abs(b)
+                ok &= bool(np.all(close | (np.isnan(a) & np.isnan(b))))
+        self.first_step_ok[framework] = ok
 
     def synced_records(
         self, framework: str, steps: np.ndarray, actual: dict, expected: dict
@@ -875,7 +1000,8 @@ class _Judge:
         for framework in plan.independent:
             drift_gates = tolerances.drift_is_verdict(self.dtype, self.mode)
             drifted = self._per_state(INDEPENDENT, framework, reference)
-            if framework in drift_reported:
+            if framework in drift_reported or self._drift_past_onset(framework, drifted):
+                drift_reported += () if framework in drift_reported else (framework,)
                 drift_gates = False
                 drifted = [dataclasses.replace(c, gating=False) for c in drifted]
             if not drift_gates and not weights_outputs:
@@ -913,6 +1039,7 @@ class _Judge:
             oracles=self.oracles,
             amplification=amplification,
             drift_reported=drift_reported,
+            amplifying_from=self.onset if self.watch_onset else None,
         )
         labels_train = np.asarray(dataset.labels_train)
         labels_test = np.asarray(dataset.labels_test)
@@ -972,6 +1099,21 @@ class _Judge:
             trajectory_steps=trajectory_steps,
             series_for_plots=series,
             workers=workers,
+        )
+
+    def _drift_past_onset(self, framework: str, drifted: list[Comparison]) -> bool:
+        """Float64 with no synced step: whether ``framework``'s first step agreed within the
+        synced bounds (``_first_step``) and every drifted quantity first failed at or after the
+        state from which one correct step may already exceed the independent tolerance
+        (``self.onset``). Those differences cannot be told from amplified rounding without a
+        synced step, so they are reported; drift before it is judged."""
+        failing = [c.first_failing_step for c in drifted if c.gating and not c.passed]
+        return (
+            self.watch_onset
+            and self.onset is not None
+            and self.first_step_ok.get(framework, False)
+            and bool(failing)
+            and all(step is not None and step >= self.onset for step in failing)
         )
 
     def _amplification(self, synced: list[Comparison]) -> tuple[dict[str, float], tuple[str, ...]]:

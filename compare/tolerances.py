@@ -82,18 +82,32 @@ the tutorial), so per-state drift decides the verdict there, unless the run meas
 trajectory amplifying rounding (``drift_is_amplified_rounding``: every synced and own step
 agreed, and the drift is more than ``AMPLIFIED`` times what those steps' measured differences
 can add up to on a stable trajectory); that drift, and the trained model's, is then reported
-as it is below float64, with the amplification a precision fact. Below float64 it does not: in
-float32 the tutorial's weights already differ by 3.1e-4 relative against ``sqrt(eps)`` =
-3.45e-4, and longer runs cross it. So ``both`` mode judges float32 and half precision by the
-synced step and the trained model's test predictions, and only *reports* the drift
-(``drift_is_verdict``); test classes that differ only on near ties (``near_tie_margin``) while
-the test outputs agree are reported, not failed. The trained model's classes are a consequence
-of its weights, so where the weights' drift is reported their classes' is too: below float64 a
-test row whose class differs from the reference's is reported when each model's class is the
-one a float64 forward of its own final weights gives (near ties of that forward aside), and
-fails when it is not (a ``predict`` at odds with its weights; measured in the false-alarm
-sweep: five 16-bit runs of 49 to 3,903 steps whose classes moved with the drifted weights on
-clear rows, up to 5 of 20, every one the class of its own weights).
+as it is below float64, with the amplification a precision fact. With no synced step (mode
+``independent``) there is no such measurement, but the reference's own records bound what one
+correct step may do: the synced next-state allowance (``update_allowance``) of its step from
+state ``k``. Where that exceeds the independent tolerance at ``k + 1`` for some parameter
+element (``step_outgrows_independent``), a single correct step may already part two trajectories
+beyond it, and the independent rule cannot tell a wrong step from rounding from that state on:
+Adam's normalised update at gradient elements far below its ``eps`` multiplies their rounding
+by ``lr / eps`` (measured: unscaled breast_cancer, tanh units saturated, grad:W1 elements of
+6e-6 that JAX and NumPy round 9e-15 apart, so W1 parts by 7e-9 after one AdamW step of lr 0.01,
+against an independent tolerance of 1.6e-10 on those weights; unscaled wine, grad:b1 5e-19
+apart becoming 1.4e-14 in b1, then growing 25-fold a step while every gradient still agreed to
+1e-18). Drift that first exceeds the tolerance at or after that state is then reported, with the
+state a precision fact (``amplifying_from``); drift before it is judged, so a wrong formula or
+update that shows in the first steps still fails, and ``--mode both`` judges every step.
+
+Below float64 the drift does not decide: in float32 the tutorial's weights already differ by 3.1e-4
+relative against ``sqrt(eps)`` = 3.45e-4, and longer runs cross it. So ``both`` mode judges float32
+and half precision by the synced step and the trained model's test predictions, and only *reports*
+the drift (``drift_is_verdict``); test classes that differ only on near ties (``near_tie_margin``)
+while the test outputs agree are reported, not failed. The trained model's classes are a consequence
+of its weights, so where the weights' drift is reported their classes' is too: below float64 a test
+row whose class differs from the reference's is reported when each model's class is the one a
+float64 forward of its own final weights gives (near ties of that forward aside), and fails when it
+is not (a ``predict`` at odds with its weights; measured in the false-alarm sweep: five 16-bit runs
+of 49 to 3,903 steps whose classes moved with the drifted weights on clear rows, up to 5 of 20,
+every one the class of its own weights).
 
 Counts, classes and accuracies are compared exactly (``EXACT``); in synced mode below float64 the
 training rows' correct count is reported, not judged, because a training row on a near tie may
@@ -411,6 +425,27 @@ def drift_is_amplified_rounding(dtype: str, amplified_by: float, steps_agree: bo
     those steps' differences add up to (``amplification``): rounding amplified by an unstable
     trajectory, which a longer mantissa only delays. Below float64 drift is reported anyway."""
     return dtype == "float64" and steps_agree and amplified_by > AMPLIFIED
+
+
+def step_outgrows_independent(
+    allowance: np.ndarray, grad: np.ndarray, next_values: np.ndarray, rule: Rule
+) -> np.ndarray:
+    """Per step (the first axis): whether one correct step may move some parameter element
+    further than the independent tolerance allows, so that the independent rule can no longer
+    tell rounding from a wrong step (see the module docstring).
+
+    Args:
+        allowance: ``(n, ...)``: ``update_allowance`` of the parameter, the synced bound on how
+            far one correct step from the reference's state ``k`` may move each element.
+        grad: ``(n, ...)``: the reference's gradient at ``k``. An element whose gradient is
+            exactly zero is left out: an exact zero is structural (a dead relu unit, a constant
+            input column), zero in every correct implementation, so it parts nothing.
+        next_values: ``(n, ...)``: the reference's parameter at ``k + 1``.
+        rule: The independent rule.
+    """
+    allowed = rule.atol_at(0.0) + rule.rtol * np.abs(next_values)
+    exceeds = (np.nan_to_num(allowance, nan=0.0) > allowed) & (grad != 0)
+    return exceeds.reshape(len(exceeds), -1).any(axis=1)
 
 
 def synced_gates(dtype: str, exact: bool) -> bool:

@@ -87,6 +87,19 @@ __all__ = [
 ]
 
 
+#: Options of every compilation here. XLA may skip the rounding of a 16-bit intermediate that is
+#: widened again right after (``xla_allow_excess_precision``, on by default): a bfloat16 sigmoid
+#: output fed to the loss's float32 ``log1p`` then reaches it unrounded. Whether that happens
+#: depends on XLA's fusion choices, so it changed with the number of points stepped at once
+#: (measured: wine, binary cross-entropy in bfloat16, one state of 285 stepped together got
+#: ``sigmoid(6.24)`` = 0.99805 where the rounded value is 1.0, whose log is clamped at -100:
+#: a loss of 0.727 against 4.656 alone and in torch). The contract rounds every activation
+#: to the dtype, so excess precision is off in the jits that train, step, evaluate and predict.
+#: (The oracles' jits compute in float64, and the libraries' checkers trace them inside jits of
+#: their own, where XLA takes compiler options only at the top level.)
+COMPILER_OPTIONS = {"xla_allow_excess_precision": False}
+
+
 def leaky_relu(Z: jax.Array) -> jax.Array:
     """``Z`` above zero, ``LEAKY_RELU_SLOPE * Z`` at and below it.
 
@@ -543,7 +556,7 @@ def _as_records(records: Mapping[str, jax.Array], point_axis: int) -> dict[str, 
     return out
 
 
-@partial(jax.jit, static_argnames=("net", "opt", "length"))
+@partial(jax.jit, compiler_options=COMPILER_OPTIONS, static_argnames=("net", "opt", "length"))
 def _train_chunk(
     net: Network,
     opt: Optimizer,
@@ -584,7 +597,7 @@ def _train_chunk(
     return final, _as_records(records, point_axis=1)
 
 
-@partial(jax.jit, static_argnames=("net", "opt"))
+@partial(jax.jit, compiler_options=COMPILER_OPTIONS, static_argnames=("net", "opt"))
 def _step_points(
     net: Network,
     opt: Optimizer,
@@ -612,7 +625,7 @@ def _step_points(
     return _as_records(records, point_axis=0), next_states
 
 
-@partial(jax.jit, static_argnames=("net",))
+@partial(jax.jit, compiler_options=COMPILER_OPTIONS, static_argnames=("net",))
 def _loss_and_grads_points(net: Network, params, X, Y):
     def one(point):
         (value, _), grads = jax.value_and_grad(loss_of_params, has_aux=True)(point, net, X, Y)
@@ -621,7 +634,7 @@ def _loss_and_grads_points(net: Network, params, X, Y):
     return jax.vmap(one)(params)
 
 
-@partial(jax.jit, static_argnames=("net",))
+@partial(jax.jit, compiler_options=COMPILER_OPTIONS, static_argnames=("net",))
 def _predict_points(net: Network, params, X):
     return jax.vmap(lambda point: forward(net, point, X))(params)
 

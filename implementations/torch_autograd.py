@@ -132,18 +132,38 @@ def forward(problem: Problem, params: Mapping[str, torch.Tensor], X: torch.Tenso
     return layers
 
 
+def accumulator(dtype: torch.dtype) -> torch.dtype:
+    """The precision sums accumulate in: float32 for float16 and bfloat16 (torch's CPU opmath,
+    the contract's rule), else ``dtype`` itself."""
+    return torch.float32 if dtype.itemsize < 4 else dtype
+
+
 def loss(problem: Problem, A_out: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """Each point's loss (contract formulas): ``(..., R, O)`` -> ``(...)``.
 
-    ``Y`` is ``(R, O)`` shared by every point, or shaped like ``A_out``.
+    ``Y`` is ``(R, O)`` shared by every point, or shaped like ``A_out``. In float16 and bfloat16
+    the loss runs on the outputs widened to float32 (``accumulator``), its sum over rows and the
+    division too, and rounds once to the dtype, as the contract says; the backward pass then
+    computes ``dL/dA`` in float32 and rounds it once where it meets the cast. torch's own 16-bit
+    kernels round every intermediate instead, which two measured false alarms (float16, unscaled
+    breast_cancer, cross-entropy) showed to overflow where the contract's loss is finite: the
+    ``reduction="mean"`` sum of 549 rows, 214768 past float16's 65504 (inf, for a mean of 391),
+    and a log-softmax of -75000 on a class of target 0 (``0 * -inf``: NaN, for a row loss of
+    2e4).
     """
     net = problem.network
     rows, outputs = A_out.shape[-2], A_out.shape[-1]
+    dtype, wide = A_out.dtype, accumulator(A_out.dtype)
+    A_out, Y = A_out.to(wide), Y.to(wide)
+
+    def reduce(values: torch.Tensor, dims: tuple[int, ...], divisor: int) -> torch.Tensor:
+        return (values.sum(dim=dims) / divisor).to(dtype)
+
     if Y.shape != A_out.shape:
         Y = Y.expand_as(A_out)  # torch's losses warn on (and some refuse) broadcast targets
     if net.loss in SQUARED_ERROR_DIVISORS:
         squared = F.mse_loss(A_out, Y, reduction="none")
-        return squared.sum(dim=(-2, -1)) / SQUARED_ERROR_DIVISORS[net.loss](rows, outputs)
+        return reduce(squared, (-2, -1), SQUARED_ERROR_DIVISORS[net.loss](rows, outputs))
     if net.loss == "cross-entropy":
         # F.cross_entropy wants (N, C); each row's loss comes back and is summed per point.
         per_row = F.cross_entropy(
@@ -152,14 +172,14 @@ def loss(problem: Problem, A_out: torch.Tensor, Y: torch.Tensor) -> torch.Tensor
             reduction="none",
             label_smoothing=0.0,
         )
-        return per_row.reshape(A_out.shape[:-1]).sum(dim=-1) / rows
+        return reduce(per_row.reshape(A_out.shape[:-1]), (-1,), rows)
     if net.loss == "binary-cross-entropy":
         # torch clamps each log at -100 (the contract's BCE_LOG_FLOOR). Its range check refuses
         # NaN, but a diverged run's NaN is data: NaN outputs go in as 0.5 and come out as NaN.
         nan = torch.isnan(A_out)
         per_element = F.binary_cross_entropy(torch.where(nan, 0.5, A_out), Y, reduction="none")
         per_element = torch.where(nan, A_out, per_element)
-        return per_element.sum(dim=(-2, -1)) / (rows * outputs)
+        return reduce(per_element, (-2, -1), rows * outputs)
     raise ValueError(f"{NAME} has no loss {net.loss!r}")
 
 

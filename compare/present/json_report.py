@@ -93,6 +93,7 @@ def to_json(result, environment: dict[str, str | None]) -> dict[str, Any]:
                 "switches_changed": result.precision.environment_changes,
                 "amplification": result.precision.amplification,
                 "drift_reported": list(result.precision.drift_reported),
+                "amplifying_from": result.precision.amplifying_from,
             }
         ),
         "workers": dict(result.workers),

@@ -207,6 +207,14 @@ def render_precision(console: Console, result) -> None:
             f"{result.network.activations[0]} at the initial weights (unscaled data): "
             "gradients there vanish; --standardize scales the inputs."
         )
+    if facts.amplifying_from is not None and facts.drift_reported:
+        console.print(
+            f"Note: from state {facts.amplifying_from} on, one correct step may move a parameter "
+            "beyond the independent tolerance (e.g. Adam normalising gradients far below its "
+            f"eps), so the drift of {', '.join(facts.drift_reported)} that began there is "
+            "reported, not judged. --mode both (the default) steps every framework from the "
+            "reference's states and judges each step."
+        )
     if result.mode == "independent" and result.dtype != "float64":
         console.print(
             f"Note: in {result.dtype}, independent mode judges non-finite values, each model's "
