@@ -53,7 +53,10 @@ from implementations.contract import (  # noqa: E402
     State,
     initial_state,
 )
-from implementations.jax_grad import rounded_once  # noqa: E402  (one rule for both JAX sides)
+from implementations.jax_grad import (  # noqa: E402  (one rule for both JAX sides)
+    COMPILER_OPTIONS,
+    rounded_once,
+)
 
 NAME = "flax_nnx"
 
@@ -365,9 +368,12 @@ class Program:
         def step_each(state, X, Y, rows):  # rows (P, R): each point on its own batch
             return jax.vmap(one_step)(state, X[rows], Y[rows])
 
-        self.run = jax.jit(run)
-        self.step_each = jax.jit(step_each)
-        self.predict = jax.jit(
+        # Without XLA's excess precision, as in jax_grad (``COMPILER_OPTIONS``): the contract
+        # rounds every 16-bit activation before the loss reads it.
+        compile_ = functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+        self.run = compile_(run)
+        self.step_each = compile_(step_each)
+        self.predict = compile_(
             jax.vmap(lambda state, X: nnx.merge(graphdef, state)[0](X), in_axes=(0, None))
         )
 

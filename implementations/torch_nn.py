@@ -94,7 +94,25 @@ class MLP(nn.Module):
 
 
 def make_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The loss as torch's loss modules compute it (formulas in ``implementations.contract``)."""
+    """The loss as torch's loss modules compute it (formulas in ``implementations.contract``).
+
+    In float16 and bfloat16 the module runs on the outputs widened to float32 and its value rounds
+    once to the dtype, as ``torch.autocast`` runs every loss (its float32 op list) and as the
+    contract says: the modules' own 16-bit kernels round the sum before the mean, so a float16
+    ``nn.CrossEntropyLoss()`` over 549 unscaled breast_cancer rows is inf (a sum of 214768 past
+    65504) where the mean, 391, is finite.
+    """
+    module = _loss_module(name)
+
+    def loss(A: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        if A.dtype.itemsize >= 4:
+            return module(A, Y)
+        return module(A.float(), Y.float()).to(A.dtype)
+
+    return loss
+
+
+def _loss_module(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if name == "half-mse":
         mse = nn.MSELoss()
         return lambda A, Y: mse(A, Y) / 2

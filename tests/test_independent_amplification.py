@@ -37,7 +37,9 @@ def test_drift_from_a_step_that_may_outgrow_the_tolerance_is_reported():
         SATURATED_ADAM, ("numpy", "jax"), mode="independent", oracles=False, isolate=False
     )
     drifted = [c for c in result.comparisons if c.mode == "independent" and not c.passed]
-    assert drifted and all(not c.gating for c in drifted), [(c.quantity, c.gating, c.first_failing_step) for c in drifted]
+    assert drifted and all(not c.gating for c in drifted), [
+        (c.quantity, c.gating, c.first_failing_step) for c in drifted
+    ]
     assert result.precision.amplifying_from == 1
     assert result.precision.drift_reported == ("jax",)
     assert result.verdict == "pass"

@@ -695,3 +695,19 @@ def test_the_saturated_bfloat16_case_catches_excess_precision():
     )
     worst = max(_saturated_bfloat16_steps(allowed, *case) for case in EXCESS_PRECISION_CASES)
     assert worst > 2
+
+
+def test_flax_bfloat16_activations_reach_the_loss_rounded_whatever_xla_fuses():
+    # Flax's jits take jax_grad's COMPILER_OPTIONS too; without them the same cases differ.
+    from compare import testing
+    from implementations import flax_nnx
+
+    for seed, scale in EXCESS_PRECISION_CASES:
+        assert _saturated_bfloat16_steps(flax_nnx, seed, scale) <= 2
+    allowed = testing.mutate(
+        flax_nnx,
+        [("jax.jit, compiler_options=COMPILER_OPTIONS", "jax.jit")],
+        "flax-excess-precision",
+    )
+    worst = max(_saturated_bfloat16_steps(allowed, *case) for case in EXCESS_PRECISION_CASES)
+    assert worst > 2

@@ -8,6 +8,7 @@ on the implementation they check. Networks are tiny and runs a few steps long.
 
 from __future__ import annotations
 
+import importlib
 import math
 import subprocess
 import sys
@@ -512,8 +513,9 @@ def test_precision_switches_are_plain_python_values():
         assert type(value).__module__ == "builtins", f"{name} is a {type(value)}"
 
 
+@pytest.mark.parametrize("module", ["torch_autograd", "torch_nn"])
 @pytest.mark.parametrize("loss", ["cross-entropy", "mse"])
-def test_a_float16_loss_whose_sum_overflows_but_mean_does_not_is_finite(loss):
+def test_a_float16_loss_whose_sum_overflows_but_mean_does_not_is_finite(loss, module):
     # Unscaled breast_cancer gave 549 rows of cross-entropy summing to 214768 (> 65504, float16's
     # largest) and a mean of 391: the contract sums and divides in float32 and rounds once, so
     # the loss is 391 where a float16 sum rounded before the division is inf.
@@ -522,7 +524,9 @@ def test_a_float16_loss_whose_sum_overflows_but_mean_does_not_is_finite(loss):
     problem = Problem(network, Optimizer("sgd", lr=0.1), "float16", Batches(rows, 0, seed=0))
     X, Y = np.ones((rows, 1)), np.tile([[1.0, 0.0]], (rows, 1))
     W = np.array([[[-30.0, 30.0]]])  # per row: cross-entropy 60, squared errors 31^2 + 30^2
-    losses, grads = torch_autograd.loss_and_grads(problem, {"W1": W}, X, Y)
+    losses, grads = importlib.import_module(f"implementations.{module}").loss_and_grads(
+        problem, {"W1": W}, X, Y
+    )
     expected, expected_grads = numpy_manual.loss_and_grads(problem, {"W1": W}, X, Y)
     row_sum = 60.0 if loss == "cross-entropy" else 31.0**2 + 30.0**2
     assert row_sum * rows > 65504 and np.isfinite(expected).all()
@@ -530,7 +534,8 @@ def test_a_float16_loss_whose_sum_overflows_but_mean_does_not_is_finite(loss):
     np.testing.assert_allclose(grads["grad:W1"], expected_grads["grad:W1"], rtol=2**-9)
 
 
-def test_a_float16_cross_entropy_with_logits_65504_apart_is_not_nan():
+@pytest.mark.parametrize("module", ["torch_autograd", "torch_nn"])
+def test_a_float16_cross_entropy_with_logits_65504_apart_is_not_nan(module):
     # Unscaled breast_cancer at step 2: logits 37884 and -37000, target 0 on the second. In
     # float32, as the contract computes the loss, its log-softmax is -74884 and weighs 0; torch's
     # float16 kernel rounds it to -inf first, and 0 * -inf is NaN.
@@ -542,7 +547,9 @@ def test_a_float16_cross_entropy_with_logits_65504_apart_is_not_nan():
     )
     X, Y = np.ones((4, 1)), np.tile([[1.0, 0.0]], (4, 1))
     W = np.array([[[37000.0, -37000.0]]])
-    losses, grads = torch_autograd.loss_and_grads(problem, {"W1": W}, X, Y)
+    losses, grads = importlib.import_module(f"implementations.{module}").loss_and_grads(
+        problem, {"W1": W}, X, Y
+    )
     expected, expected_grads = numpy_manual.loss_and_grads(problem, {"W1": W}, X, Y)
     assert np.array_equal(losses, expected) and expected[0] == 0
     np.testing.assert_array_equal(grads["grad:W1"], expected_grads["grad:W1"])
