@@ -158,6 +158,15 @@ LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
 }
 
 
+def widened_loss(name: str, A: jax.Array, Y: jax.Array) -> jax.Array:
+    """``LOSSES[name]``; in float16 and bfloat16 on the outputs widened to float32, its value
+    rounded once to the dtype, as the contract says and as ``torch.autocast`` runs losses: a
+    float16 ``(A - Y)^2`` overflows once ``|A - Y| > 256`` where the mean is finite."""
+    if jnp.dtype(A.dtype).itemsize >= 4:
+        return LOSSES[name](A, Y)
+    return LOSSES[name](A.astype(jnp.float32), Y.astype(jnp.float32)).astype(A.dtype)
+
+
 class DampenedTraceState(NamedTuple):
     """State of ``dampened_trace``: updates applied so far and the momentum buffer."""
 
@@ -240,7 +249,7 @@ def evaluate(
 
     def loss_of(model: MLP) -> tuple[jax.Array, jax.Array]:
         A = model(X)
-        return LOSSES[loss](A, Y), A
+        return widened_loss(loss, A, Y), A
 
     (value, A), grads = nnx.value_and_grad(loss_of, has_aux=True)(model)
     correct = jnp.sum(jnp.argmax(A, axis=-1) == jnp.argmax(Y, axis=-1))

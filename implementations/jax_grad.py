@@ -264,22 +264,24 @@ def loss(
     """
     outputs = A.shape[-1]
     rows = A.shape[0] if rows is None else rows
+    # Every loss runs on the outputs widened to float32 for the 16-bit types and rounds once
+    # below, as the contract's elementwise rule and torch's CPU kernels (opmath) do: a float16
+    # (A - Y)^2 overflows once |A - Y| > 256 where the contract's loss is finite. In bfloat16
+    # itself XLA's CPU log-sum-exp under jit(vmap) over 253 or more points returned point j's
+    # loss for point 252 + j (jax 0.10.2; tests/test_jax_grad.py keeps the regression test).
+    dtype, work = A.dtype, _accumulator(A.dtype)
+    A, Y = A.astype(work), Y.astype(work)
     if name in ("half-mse", "mse", "half-sse"):
         per_element = (A - Y) ** 2
     elif name == "cross-entropy":
-        # One value per row, in float32 for the 16-bit types and rounded once below, as the
-        # contract's elementwise rule and torch's CPU log_softmax (opmath) do. In bfloat16 itself
-        # XLA's CPU log-sum-exp under jit(vmap) over 253 or more points returned point j's loss
-        # for point 252 + j (jax 0.10.2; tests/test_jax_grad.py keeps the regression test).
-        work = _accumulator(A.dtype)
-        per_element = optax.softmax_cross_entropy(A.astype(work), Y.astype(work))[:, None]
+        per_element = optax.softmax_cross_entropy(A, Y)[:, None]
     elif name == "binary-cross-entropy":
         per_element = binary_cross_entropy_terms(A, Y)
     else:
         raise ValueError(f"unknown loss {name!r}")
     if row_weight is not None:
         per_element = per_element * row_weight[:, None]
-    accumulator = _accumulator(A.dtype)
+    accumulator = work
     total = jnp.sum(per_element, dtype=accumulator)
     per_row = {
         "half-mse": 2 * outputs,
@@ -289,7 +291,7 @@ def loss(
     }
     # A Python number when the rows are known when tracing (the jaxpr then shows the constant).
     divisor = jnp.asarray(2 if name == "half-sse" else rows * per_row[name], dtype=accumulator)
-    return (total / divisor).astype(A.dtype)
+    return (total / divisor).astype(dtype)
 
 
 def correct(A: jax.Array, Y: jax.Array, row_weight: jax.Array | None = None) -> jax.Array:

@@ -711,3 +711,28 @@ def test_flax_bfloat16_activations_reach_the_loss_rounded_whatever_xla_fuses():
     )
     worst = max(_saturated_bfloat16_steps(allowed, *case) for case in EXCESS_PRECISION_CASES)
     assert worst > 2
+
+
+@pytest.mark.parametrize("module", ["jax_grad", "flax_nnx"])
+@pytest.mark.parametrize("loss", ["cross-entropy", "mse", "half-sse"])
+def test_a_float16_loss_whose_terms_overflow_but_mean_does_not_is_finite(loss, module):
+    # The contract computes 16-bit losses on outputs widened to float32 and rounds once: a
+    # float16 (A - Y)^2 of |A - Y| = 300 is inf, the mean of such rows is not.
+    import importlib
+
+    from implementations import numpy_manual
+
+    rows = 64
+    network = Network((1, 2), ("identity",), loss=loss)
+    problem = Problem(network, Optimizer("sgd", lr=0.1), "float16", Batches(rows, 0, seed=0))
+    X, Y = np.ones((rows, 1)), np.tile([[1.0, 0.0]], (rows, 1))
+    W = np.array([[[-300.0, 0.0]]])  # squared errors 301^2 (inf in float16) and 0
+    implementation = importlib.import_module(f"implementations.{module}")
+    losses, grads = implementation.loss_and_grads(problem, {"W1": W}, X, Y)
+    expected, expected_grads = numpy_manual.loss_and_grads(problem, {"W1": W}, X, Y)
+    if loss == "half-sse":  # a sum of squares past 65504: inf in the contract too
+        assert not np.isfinite(expected).any() and not np.isfinite(losses).any()
+        return
+    assert np.isfinite(expected).all()
+    np.testing.assert_allclose(losses, expected, rtol=2**-10)
+    np.testing.assert_allclose(grads["grad:W1"], expected_grads["grad:W1"], rtol=2**-9)
