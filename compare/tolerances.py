@@ -131,6 +131,14 @@ TINY: dict[str, float] = {
     "bfloat16": float(np.finfo(np.float32).tiny),
 }
 
+#: Largest finite number of every dtype (bfloat16: 3.39e38, just below float32's).
+LARGEST: dict[str, float] = {
+    "float64": float(np.finfo(np.float64).max),
+    "float32": float(np.finfo(np.float32).max),
+    "float16": float(np.finfo(np.float16).max),
+    "bfloat16": (2 - 2.0**-7) * 2.0**127,
+}
+
 #: The smallest normal number of the precision each dtype is computed in on a CPU, below which
 #: flush-to-zero (FTZ/DAZ) acts: float16 and bfloat16 are computed in float32 and rounded.
 FLUSH_TINY: dict[str, float] = {
@@ -317,14 +325,26 @@ def update_allowance(
         return lr * moved + UPDATE_ROUNDINGS * eps * change
     beta1, beta2 = optimizer.beta1, optimizer.beta2
     m0, v0 = np.abs(buffers["m"]), np.abs(buffers["v"])
+    # g^2 of v's update may exceed the dtype's largest number while v itself does not: an
+    # implementation that rounds every operation to the dtype (optax in float16: 256^2 >
+    # 65504) then holds v = inf, one that computes the update in float32 and rounds once
+    # (torch's CPU kernels, the NumPy reference) a finite v. Both are the dtype's honest
+    # arithmetic: v is not judged there, and the step, m / (sqrt(v) + eps), may be 0.
+    squared_overflows = used**2 > LARGEST[dtype]
     if buffer == "m":
         return (1 - beta1) * tau + UPDATE_ROUNDINGS * eps * (beta1 * m0 + (1 - beta1) * used)
     if buffer == "v":
         propagated = (1 - beta2) * (2 * used * tau + tau**2)
-        return propagated + UPDATE_ROUNDINGS * eps * (beta2 * v0 + (1 - beta2) * used**2)
+        allowance = propagated + UPDATE_ROUNDINGS * eps * (beta2 * v0 + (1 - beta2) * used**2)
+        return np.where(squared_overflows, np.inf, allowance)
     # AdamW's decoupled decay p (1 - lr wd) is one more rounding of a weight-sized value.
     decayed = eps * param if optimizer.name == "adamw" and decay else 0.0
     allowance = _adam_update_allowance(optimizer, steps + 1, m0, v0, used, tau)
+    allowance = np.where(
+        squared_overflows,
+        np.maximum(allowance, _adam_largest_update(optimizer, steps + 1, m0, v0)),
+        allowance,
+    )
     return allowance + UPDATE_ROUNDINGS * eps * change + decayed
 
 
@@ -361,10 +381,24 @@ def _adam_update_allowance(
     d_min = np.sqrt((c + beta * nearest**2) / B2) + eps
     n_max = (a + alpha * (g + tau)) / B1
     lipschitz = lr * (alpha / B1 / d_min + n_max * np.sqrt(beta / B2) / d_min**2)
-    largest = (
-        lr * np.sqrt(B2) / B1 * (a / (np.sqrt(c) + eps * np.sqrt(B2)) + alpha / math.sqrt(beta))
+    return np.minimum(lipschitz * tau, 2 * _adam_largest_update(optimizer, t, m0, v0))
+
+
+def _adam_largest_update(
+    optimizer: Optimizer, t: np.ndarray, m0: np.ndarray, v0: np.ndarray
+) -> np.ndarray:
+    """The largest ``|u|`` of Adam's update of one element, whatever its gradient
+    (``_adam_update_allowance``'s size bound)."""
+    lr, eps = optimizer.lr, optimizer.eps
+    beta1, beta2 = optimizer.beta1, optimizer.beta2
+    B1, B2 = 1 - beta1**t, 1 - beta2**t
+    a, c = beta1 * m0, beta2 * v0
+    return (
+        lr
+        * np.sqrt(B2)
+        / B1
+        * (a / (np.sqrt(c) + eps * np.sqrt(B2)) + (1 - beta1) / math.sqrt(1 - beta2))
     )
-    return np.minimum(lipschitz * tau, 2 * largest)
 
 
 def drift_is_verdict(dtype: str, mode: str) -> bool:
