@@ -163,6 +163,9 @@ SYNCED_MIN_TERMS = 16
 #: Synced next state: roundings of one update, times eps, times its terms' magnitude.
 UPDATE_ROUNDINGS = 8.0
 
+#: Synced next state: the terms of an optimizer buffer's update (each may be flushed).
+BUFFER_TERMS = 2
+
 #: Synced next state: rtol in units of eps (each implementation rounds the result once).
 RESULT_ROUNDINGS = 2.0
 
@@ -307,6 +310,12 @@ def update_allowance(
     eps = EPS[dtype]
     lr, decay = optimizer.lr, optimizer.weight_decay
     l2 = 0.0 if optimizer.name == "adamw" else decay
+    # A buffer's update sums BUFFER_TERMS terms (mu buf + g, b1 m + (1 - b1) g, b2 v +
+    # (1 - b2) g^2); each one below the flushing precision's tiny may be flushed to zero (and
+    # the buffer at k read as zero), so the buffer may lose that much per term (measured: JAX
+    # in float32 on unscaled wine, v = 5.1e-39 read as 0 and (1 - b2) g^2 = 1.1e-38 flushed,
+    # so v = 0 where NumPy holds 1.6e-38, above the tiny floor of 1.2e-38).
+    flushed = BUFFER_TERMS * FLUSH_TINY[dtype]
     grad, param = np.abs(grad), np.abs(param)
     # The gradient the rule uses, g + l2 p, carries the gradient's allowance and one rounding.
     used = grad + l2 * param
@@ -320,7 +329,7 @@ def update_allowance(
         buffer_error = np.where(first, tau, (1 - optimizer.dampening) * tau)
         if buffer == "momentum":
             terms = np.where(first, used, optimizer.momentum * previous + used)
-            return buffer_error + UPDATE_ROUNDINGS * eps * terms
+            return buffer_error + UPDATE_ROUNDINGS * eps * terms + flushed
         moved = tau + optimizer.momentum * buffer_error if optimizer.nesterov else buffer_error
         return lr * moved + UPDATE_ROUNDINGS * eps * change
     beta1, beta2 = optimizer.beta1, optimizer.beta2
@@ -332,10 +341,12 @@ def update_allowance(
     # arithmetic: v is not judged there, and the step, m / (sqrt(v) + eps), may be 0.
     squared_overflows = used**2 > LARGEST[dtype]
     if buffer == "m":
-        return (1 - beta1) * tau + UPDATE_ROUNDINGS * eps * (beta1 * m0 + (1 - beta1) * used)
+        rounded = UPDATE_ROUNDINGS * eps * (beta1 * m0 + (1 - beta1) * used)
+        return (1 - beta1) * tau + rounded + flushed
     if buffer == "v":
         propagated = (1 - beta2) * (2 * used * tau + tau**2)
-        allowance = propagated + UPDATE_ROUNDINGS * eps * (beta2 * v0 + (1 - beta2) * used**2)
+        rounded = UPDATE_ROUNDINGS * eps * (beta2 * v0 + (1 - beta2) * used**2)
+        allowance = propagated + rounded + flushed
         return np.where(squared_overflows, np.inf, allowance)
     # AdamW's decoupled decay p (1 - lr wd) is one more rounding of a weight-sized value.
     decayed = eps * param if optimizer.name == "adamw" and decay else 0.0
