@@ -324,3 +324,20 @@ def test_infinite_atol_is_not_judged_and_finite_atol_still_is():
     accumulator = agreement.SeriesAccumulator("float32", 1)
     accumulator.add(np.array([0]), actual, expected, np.array([[0.5, np.inf, 0.5]]), 0.0)
     assert accumulator.first_failing_index == (0,), "a NaN reference matched inf at a finite atol"
+
+
+def test_elements_whose_terms_overflow_the_dtype_are_not_judged():
+    """Where the magnitude of an element's terms exceeds the dtype's largest number, the sum
+    may overflow or not depending on its order: the bound is infinite there, and only there."""
+    problem = _problem((2, 2), ("identity",), loss="mse", biases=False, dtype="float16")
+    X = np.array([[6e4, 1.0], [5e4, -1.0], [6e4, 0.5]])
+    Y = np.full((3, 2), -10.0)
+    params = {"W1": np.array([[[0.0, 0.0], [0.5, -0.5]]])}
+    bound = term_bounds.pass_bounds(problem, params, X, Y)["grad:W1"][0]
+    assert np.isposinf(bound[0]).all(), f"terms of 6e4 x delta judged in float16: {bound[0]}"
+    assert np.isfinite(bound[1]).all() and (bound[1] < 1.0).all(), f"row 1: {bound[1]}"
+    assert np.isfinite(
+        term_bounds.pass_bounds(dataclasses.replace(problem, dtype="float32"), params, X, Y)[
+            "grad:W1"
+        ]
+    ).all()
