@@ -18,7 +18,10 @@ What decides the verdict (the reasoning of every number is in ``compare.toleranc
 * **Synced mode**: each framework takes one full step from the reference's state ``k``, for
   every ``k``; its loss, gradients and correct count at ``k`` and its state after the step
   (parameters and optimizer state) must agree with the reference's. A wrong derivative or a
-  wrong update fails at step 0 or 1 in every dtype, with no accumulated drift. The state a
+  wrong update fails at step 0 or 1 in every dtype, with no accumulated drift. A loss or
+  gradient element whose terms cancel is allowed the rounding of its terms
+  (``compare.term_bounds``, from the reference's state ``k``; another framework's own states
+  get theirs when it steps from them), and the next state follows that allowance. The state a
   step records at ``k`` must be the state it was given, exactly but for a subnormal read as
   zero (``tolerances.given_state``; folded into the state's synced comparison), so a record
   one step off fails in every dtype. Every training framework also steps from each of its own

@@ -49,6 +49,15 @@ magnitudes (the probabilistic bound; the worst case is ``n * eps``):
   state ``k`` is final as soon as ``k`` arrives, which streaming needs; at the end of a run it
   equals the whole-series maximum that a stored run would use, so it never judges later states
   more strictly than that, and it judges states before a later peak more strictly, not less.
+* **The terms' own rounding** (``compare.term_bounds``): the running maximum is only a lower
+  estimate of the terms. Where they are far above every gradient so far (identity layers on a
+  diverging run, unscaled inputs whose ``Z = X W`` and ``A - Y`` cancel, half precision), the
+  judge bounds each element's rounding by a running-error pass at the reference's state ``k``
+  (magnitudes of every term, forward and backward) and the atol of a loss or gradient element
+  is at least that bound's allowance. Where an element's terms exceed the dtype's largest
+  number the dtype may overflow computing it, and whether it gives inf, -inf, NaN or a number
+  depends on the order of its sums: such an element (and the step that uses it) is not judged
+  (an infinite atol, ``compare.agreement``).
 
 **Synced mode, the state after the step** (parameters and optimizer state at ``k + 1``, from the
 reference's state ``k``): the update propagates whatever the gradient was allowed to differ by,
@@ -72,6 +81,13 @@ element is derived from the optimizer's formula (``update_allowance``):
   implementations may order differently. Charging them to the update's size rather than the
   weight's keeps half precision able to see a wrong update: a float16 weight of 0.5 has a
   rounding unit of 5e-4, and an SGD step of 0.1 x 0.05 spans ten of them.
+* Where the arithmetic leaves the dtype's normal range: each term of a buffer's update may be
+  flushed to zero below the CPU's ``tiny`` (``BUFFER_TERMS``); Adam's ``v`` may be rounded to
+  one subnormal quantum or to zero, where the update is steep in ``v``
+  (``_adam_underflow_allowance``); and ``g^2`` may overflow in an implementation that rounds
+  every operation to the dtype (optax in float16 for ``|g| >= 256``) while one that computes
+  in float32 and rounds once holds a finite ``v``: ``v`` is not judged there, and the step may
+  be anything up to its largest size.
 
 **Independent mode** (each framework follows its own trajectory): rounding differences feed back
 into the weights at every step and training amplifies them, so ``rtol = sqrt(eps)`` (half the
