@@ -15,28 +15,30 @@ absolute values), at the reference's state ``k`` on batch ``k``'s rows, in float
 quantity ``x`` of the pass carries a bound ``e(x)`` on ``|computed x - exact x|`` for ONE
 implementation that computes in ``dtype``:
 
-* a sum of ``n`` terms accumulated in the working precision (float32 for the 16-bit types) and
-  stored in ``dtype``: ``u(n) = sqrt(max(n, 16)) eps_work + eps`` times the sum of the terms'
-  magnitudes (the probabilistic bound of ``compare.tolerances``, with its small-sum floor; the
-  second part is the one rounding to the stored dtype);
+* a sum of ``n`` terms accumulated in the working precision (float32 for the 16-bit types):
+  ``u(n) = sqrt(max(n, 16)) eps_work`` times the sum of the terms' magnitudes (the
+  probabilistic bound of ``compare.tolerances``, with its small-sum floor);
+* a result stored in a 16-bit dtype is rounded once more, by half its rounding unit,
+  ``s = eps / 2``, times the *result* (not its terms: rounding the sum does not see them);
 * an elementwise rule (activation, derivative, loss derivative) rounds its result to within
-  ``ELEMENTWISE_ROUNDINGS * eps`` of itself and passes its input's error on by its derivative;
+  ``r = s + ELEMENTWISE_ROUNDINGS * eps_work`` of itself and passes its input's error on by
+  its derivative;
 * the inputs ``X``, targets ``Y`` and the state's parameters are the same numbers for every
   implementation (the given state), so they carry no error.
 
 Forward, layer by layer (``|.|`` elementwise, products are matrix products of magnitudes):
-``e(Z_l) = e(A_{l-1}) |W_l| + u(in) (|A_{l-1}| |W_l| + |b_l|)``,
-``e(A_l) = |f'(Z_l)| e(Z_l) + r |A_l|``, where ``r = ELEMENTWISE_ROUNDINGS * eps``.
+``e(Z_l) = e(A_{l-1}) |W_l| + u(in) (|A_{l-1}| |W_l| + |b_l|) + s |Z_l|`` (twice ``s`` with
+a bias, added after the product is rounded), ``e(A_l) = |f'(Z_l)| e(Z_l) + r |A_l|``.
 The loss derivative ``G = dL/dA`` passes ``e(A_L)`` on by its own derivative in ``A`` (for the
 mean squared errors ``c (A - Y)``: ``|c| e(A)``, whatever the cancellation of ``A - Y``).
 Backward: ``delta_l = G_l f'(Z_l)`` errs by ``e(G_l) |f'| + |G_l| e(f'(Z_l)) + r |delta_l|``,
 where ``e(f')`` is the derivative's own error (``|f''| e(Z)``, or through ``A`` for the sigmoid
 and tanh, whose derivatives are computed from their outputs, and the whole jump where a relu
 kink lies within ``e(Z)`` of ``Z``); then
-``e(dL/dW_l) = |A_{l-1}|^T e(delta_l) + e(A_{l-1})^T |delta_l| + u(R) |A_{l-1}|^T |delta_l|``,
-``e(dL/db_l) = sum_rows e(delta_l) + u(R) sum_rows |delta_l|``, and
-``e(G_{l-1}) = e(delta_l) |W_l|^T + u(out) |delta_l| |W_l|^T``. The loss errs by
-``sum |G| e(A_L)`` plus ``u(R O)`` times the magnitude of its terms.
+``e(dL/dW_l) = |A_{l-1}|^T e(delta_l) + e(A_{l-1})^T |delta_l| + u(R) |A_{l-1}|^T |delta_l|``
+``+ s |dL/dW_l|``, ``e(dL/db_l) = sum_rows e(delta_l) + u(R) sum_rows |delta_l| + s |dL/db_l|``,
+and ``e(G_{l-1}) = e(delta_l) |W_l|^T + u(out) |delta_l| |W_l|^T + s |G_{l-1}|``. The loss errs
+by ``sum |G| e(A_L)`` plus ``u(R O) + s`` times the magnitude of its terms.
 
 Two correct implementations each err by at most ``e``, so they differ by at most ``2 e``; the
 allowance (``allowance``) is ``TERM_SAFETY`` times that. First-order analysis drops products of
@@ -75,7 +77,7 @@ ELEMENTWISE_ROUNDINGS = 2.0
 #: (raw digits, grad:W2), 0.1% (raw wine, tanh, grad:W1): the bound adds every propagated
 #: error's magnitude, the worst case. One times ``2 e`` is the derived bound; the
 #: linearisation over ``e(Z)`` is far inside that margin.
-TERM_SAFETY = 2.0
+TERM_SAFETY = 1.0
 
 #: Elements of the largest array the pass holds at once (states x rows x widest layer): the
 #: chunk's states are taken in groups of at most this size, so memory does not grow with them.
@@ -100,9 +102,17 @@ def working_dtype(dtype: str) -> str:
 
 
 def sum_rounding(terms: int, dtype: str) -> float:
-    """``u(n)``: the rounding of a sum of ``terms`` terms, relative to their magnitudes' sum."""
+    """``u(n)``: the rounding of a sum of ``terms`` terms accumulated in the working precision,
+    relative to their magnitudes' sum."""
     eps_work = tolerances.EPS[working_dtype(dtype)]
-    return math.sqrt(max(terms, tolerances.SYNCED_MIN_TERMS)) * eps_work + tolerances.EPS[dtype]
+    return math.sqrt(max(terms, tolerances.SYNCED_MIN_TERMS)) * eps_work
+
+
+def storage_rounding(dtype: str) -> float:
+    """``s``: the one rounding of a result computed in float32 to a 16-bit dtype, relative to
+    the result (half its rounding unit); 0 where the dtype is the working precision (the sum's
+    or the rule's own rounding is that rounding)."""
+    return tolerances.EPS[dtype] / 2 if working_dtype(dtype) != dtype else 0.0
 
 
 def _activation(name: str, Z: np.ndarray, eZ: np.ndarray, r: float):
@@ -205,7 +215,8 @@ def pass_bounds(
         gives inf, -inf, NaN or a finite number depends on the order of its sums.
     """
     net, dtype = problem.network, problem.dtype
-    r = ELEMENTWISE_ROUNDINGS * tolerances.EPS[dtype]
+    store = storage_rounding(dtype)
+    r = store + ELEMENTWISE_ROUNDINGS * tolerances.EPS[working_dtype(dtype)]
     rows = X.shape[-2]
     out: dict[str, np.ndarray] = {}
     with np.errstate(all="ignore"):
@@ -216,19 +227,22 @@ def pass_bounds(
             W = params[f"W{layer}"]
             magnitude = np.abs(A) @ np.abs(W)
             Z = A @ W
+            stored = np.abs(Z)  # the product, rounded to the dtype
             if net.biases:
                 b = params[f"b{layer}"][..., None, :]
                 Z = Z + b
                 magnitude = magnitude + np.abs(b)
+                stored = stored + np.abs(Z)  # and the sum with the bias, rounded again
             magnitude = _capped(magnitude, dtype)
-            eZ = eA @ np.abs(W) + sum_rounding(W.shape[-2], dtype) * magnitude
+            eZ = eA @ np.abs(W) + sum_rounding(W.shape[-2], dtype) * magnitude + store * stored
             inputs.append((A, eA))
             A, dA, eA, e_dA = _activation(activation, Z, eZ, r)
             derivatives.append((dA, e_dA))
         G, eG, terms = _loss(net.loss, A, eA, Y, r)
         loss_terms = _capped(np.sum(terms, axis=(-2, -1)), dtype)
-        out["loss"] = np.sum(np.abs(G) * eA, axis=(-2, -1)) + (
-            sum_rounding(G.shape[-2] * G.shape[-1], dtype) * loss_terms
+        out["loss"] = (
+            np.sum(np.abs(G) * eA, axis=(-2, -1))
+            + (sum_rounding(G.shape[-2] * G.shape[-1], dtype) + store) * loss_terms
         )
         u_rows = sum_rounding(rows, dtype)
         for layer in range(net.layers, 0, -1):
@@ -242,16 +256,21 @@ def pass_bounds(
                 A_prev_T @ e_delta
                 + u_rows * _capped(A_prev_T @ abs_delta, dtype)
                 + np.swapaxes(eA_prev, -1, -2) @ abs_delta
+                + store * np.abs(np.swapaxes(A_prev, -1, -2) @ delta)
             )
             if net.biases:
-                out[f"grad:b{layer}"] = np.sum(e_delta, axis=-2) + u_rows * _capped(
-                    np.sum(abs_delta, axis=-2), dtype
+                out[f"grad:b{layer}"] = (
+                    np.sum(e_delta, axis=-2)
+                    + u_rows * _capped(np.sum(abs_delta, axis=-2), dtype)
+                    + store * np.abs(np.sum(delta, axis=-2))
                 )
             if layer > 1:
                 W_T = np.swapaxes(np.abs(params[f"W{layer}"]), -1, -2)
                 G = delta @ np.swapaxes(params[f"W{layer}"], -1, -2)
-                eG = e_delta @ W_T + sum_rounding(W_T.shape[-2], dtype) * _capped(
-                    abs_delta @ W_T, dtype
+                eG = (
+                    e_delta @ W_T
+                    + sum_rounding(W_T.shape[-2], dtype) * _capped(abs_delta @ W_T, dtype)
+                    + store * np.abs(G)
                 )
     return {q: np.where(np.isfinite(v), v, np.inf) for q, v in out.items()}
 

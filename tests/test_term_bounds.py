@@ -51,12 +51,15 @@ def _brute_force(problem: Problem, params: dict, X: np.ndarray, Y: np.ndarray) -
     """The bound of ``compare.term_bounds``'s module docstring, one row and one element at a
     time, for tanh and identity layers and the mean squared error (no matrix products)."""
     net, dtype = problem.network, problem.dtype
-    r = term_bounds.ELEMENTWISE_ROUNDINGS * tolerances.EPS[dtype]
+    s = term_bounds.storage_rounding(dtype)
+    r = s + term_bounds.ELEMENTWISE_ROUNDINGS * tolerances.EPS[term_bounds.working_dtype(dtype)]
     rows = len(X)
     W = [params[f"W{layer}"][0] for layer in range(1, net.layers + 1)]
     b = [params[f"b{layer}"][0] for layer in range(1, net.layers + 1)]
     grads = {f"grad:W{layer + 1}": np.zeros(w.shape) for layer, w in enumerate(W)}
     grads.update({f"grad:b{layer + 1}": np.zeros(w.shape[1]) for layer, w in enumerate(W)})
+    # The gradients themselves (their stored rounding is s times them, after the row sum).
+    values = {q: np.zeros(g.shape) for q, g in grads.items()}
     loss = 0.0
     for i in range(rows):
         A, eA = [list(X[i])], [[0.0] * len(X[i])]
@@ -72,7 +75,9 @@ def _brute_force(problem: Problem, params: dict, X: np.ndarray, Y: np.ndarray) -
                 for k in range(w.shape[1])
             ]
             ez = [
-                sum(eA[-1][j] * abs(w[j, k]) for j in range(w.shape[0])) + u * m[k]
+                sum(eA[-1][j] * abs(w[j, k]) for j in range(w.shape[0]))
+                + u * m[k]
+                + s * (abs(z[k] - bias[k]) + abs(z[k]))
                 for k in range(w.shape[1])
             ]
             if net.activations[layer] == "tanh":
@@ -90,7 +95,7 @@ def _brute_force(problem: Problem, params: dict, X: np.ndarray, Y: np.ndarray) -
         G = [c * (A[-1][k] - Y[i][k]) for k in range(len(Y[i]))]
         eG = [c * (eA[-1][k] + r * abs(A[-1][k] - Y[i][k])) for k in range(len(Y[i]))]
         loss += sum(abs(G[k]) * eA[-1][k] for k in range(len(G)))
-        loss += term_bounds.sum_rounding(rows * len(G), dtype) * sum(
+        loss += (term_bounds.sum_rounding(rows * len(G), dtype) + s) * sum(
             c / 2 * (A[-1][k] - Y[i][k]) ** 2 for k in range(len(G))
         )
         u_rows = term_bounds.sum_rounding(rows, dtype)
@@ -105,21 +110,27 @@ def _brute_force(problem: Problem, params: dict, X: np.ndarray, Y: np.ndarray) -
                     grads[f"grad:W{layer + 1}"][j, k] += abs(A[layer][j]) * (
                         e_delta[k] + u_rows * abs(delta[k])
                     ) + eA[layer][j] * abs(delta[k])
+                    values[f"grad:W{layer + 1}"][j, k] += A[layer][j] * delta[k]
             for k in range(len(delta)):
                 grads[f"grad:b{layer + 1}"][k] += e_delta[k] + u_rows * abs(delta[k])
+                values[f"grad:b{layer + 1}"][k] += delta[k]
             w = W[layer]
             u = term_bounds.sum_rounding(w.shape[1], dtype)
             G = [sum(delta[k] * w[j, k] for k in range(w.shape[1])) for j in range(w.shape[0])]
             eG = [
                 sum((e_delta[k] + u * abs(delta[k])) * abs(w[j, k]) for k in range(w.shape[1]))
+                + s * abs(G[j])
                 for j in range(w.shape[0])
             ]
+    for q, value in values.items():
+        grads[q] += s * np.abs(value)
     grads["loss"] = loss
     return grads
 
 
-def test_pass_matches_a_per_row_loop():
-    problem = _problem((3, 4, 2), ("tanh", "identity"))
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_pass_matches_a_per_row_loop(dtype):
+    problem = _problem((3, 4, 2), ("tanh", "identity"), dtype=dtype)
     X, Y, params = _draw(problem, rows=5, seed=1, input_scale=100.0)
     found = term_bounds.pass_bounds(problem, params, X, Y)
     expected = _brute_force(problem, params, X, Y)
