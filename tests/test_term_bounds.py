@@ -248,9 +248,9 @@ def test_gradient_bug_just_above_the_term_bound_fails():
         modules={"planted": _planted(2.0, record)},
     )
     assert record["allowance"] > record["atol"], "the planted element is not a cancelling one"
-    # Measured: the term allowance there is 1.25% of the largest gradient element (the
-    # first-order bound adds every propagated error's magnitude); a looser bound fails here.
-    assert record["allowance"] < 0.02 * record["largest"], (
+    # Measured: the term allowance there is 0.55% of the largest gradient element (the
+    # first-order bound adds every propagated error's magnitude); twice as loose fails here.
+    assert record["allowance"] < 0.01 * record["largest"], (
         f"the term allowance {record['allowance']:.3g} is loose against the gradient's scale "
         f"{record['largest']:.3g}"
     )
