@@ -18,7 +18,10 @@ What decides the verdict (the reasoning of every number is in ``compare.toleranc
 * **Synced mode**: each framework takes one full step from the reference's state ``k``, for
   every ``k``; its loss, gradients and correct count at ``k`` and its state after the step
   (parameters and optimizer state) must agree with the reference's. A wrong derivative or a
-  wrong update fails at step 0 or 1 in every dtype, with no accumulated drift. The state a
+  wrong update fails at step 0 or 1 in every dtype, with no accumulated drift. A loss or
+  gradient element whose terms cancel is allowed the rounding of its terms
+  (``compare.term_bounds``, from the reference's state ``k``; another framework's own states
+  get theirs when it steps from them), and the next state follows that allowance. The state a
   step records at ``k`` must be the state it was given, exactly but for a subnormal read as
   zero (``tolerances.given_state``; folded into the state's synced comparison), so a record
   one step off fails in every dtype. Every training framework also steps from each of its own
@@ -52,7 +55,16 @@ from types import ModuleType
 import numpy as np
 
 import implementations
-from compare import agreement, data, harness, oracle, quantities, tolerances, weights
+from compare import (
+    agreement,
+    data,
+    harness,
+    oracle,
+    quantities,
+    term_bounds,
+    tolerances,
+    weights,
+)
 from compare.agreement import Comparison, PrecisionFacts
 from compare.quantities import INDEPENDENT, SYNCED
 from compare.recipe import Recipe, RecipeError
@@ -680,7 +692,12 @@ class _Judge:
         scales = {q: running.update(records[q]) for q, running in self.scales.items()}
         if self.watch_onset and self.onset is None:
             self._note_onset(steps, records, scales)
-        return {("scale", q): values for q, values in scales.items()}
+        annotations = {("scale", q): values for q, values in scales.items()}
+        if self.plan.synced:
+            # And is at least what the rounding of the terms summed at state k allows
+            # (compare.term_bounds), from the reference's state k alone.
+            annotations.update(self._term_bounds(steps, records))
+        return annotations
 
     def _note_onset(self, steps: np.ndarray, records: dict, scales: dict) -> None:
         """Find the first state ``k + 1`` whose step from the reference's state ``k`` may move a
@@ -741,6 +758,13 @@ class _Judge:
                     )
         if outgrown.any():
             self.onset = int(steps[pairs[np.argmax(outgrown)]] + 1)
+
+    def _term_bounds(self, steps: np.ndarray, records: dict) -> dict:
+        """``("terms", q)`` -> ``(n, ...)``: the allowance of the loss and every gradient
+        element at the states ``steps`` held in ``records`` (``compare.term_bounds``)."""
+        plan = self.plan
+        found = term_bounds.state_bounds(self.problem, records, plan.X, plan.Y, steps)
+        return {("terms", q): term_bounds.allowance(bound) for q, bound in found.items()}
 
     def framework_chunk(self, framework: str, steps: np.ndarray, records: dict) -> None:
         self.nonfinite[framework].add(steps, records, self.watched)
@@ -857,6 +881,10 @@ class _Judge:
         chunk_steps, running = self.own_scales[framework]
         at = np.searchsorted(chunk_steps, steps)
         scales = {q: values[at] for q, values in running.items()}
+        if framework != self.plan.reference:
+            # The reference's records carry their term allowances; another framework's own
+            # states get theirs here, from those states alone.
+            expected = {**expected, **self._term_bounds(steps, expected)}
         self._step_records(framework, framework, steps, actual, expected, scales)
         self._step_next(framework, framework, steps, actual_next, expected_next, expected, scales)
 
@@ -887,9 +915,21 @@ class _Judge:
                 steps,
                 quantities.values(q, actual, steps, batches),
                 quantities.values(q, expected, steps, batches),
-                0.0 if exact else rule.atol_at(scales[q]),
+                0.0 if exact else self._record_atol(rule, q, scales[q], expected),
                 0.0 if exact else rule.rtol,
             )
+
+    @staticmethod
+    def _record_atol(
+        rule: tolerances.Rule, quantity: str, scale: np.ndarray, records: dict
+    ) -> np.ndarray:
+        """A synced record's atol at its states: the rule's (from the running maximum), per
+        element at least the allowance of its terms' rounding where the records carry one."""
+        atol = rule.atol_at(scale)
+        terms = records.get(("terms", quantity))
+        if terms is None:
+            return atol
+        return np.maximum(atol.reshape(atol.shape + (1,) * (terms.ndim - atol.ndim)), terms)
 
     def _step_next(
         self,
@@ -914,14 +954,15 @@ class _Judge:
             gradient = quantities.gradient_of(q)
             grad_rule = self._rule("synced", gradient)
             grad = before[gradient]
-            scale = scales[gradient].reshape((-1,) + (1,) * (grad.ndim - 1))
+            grad_atol = self._record_atol(grad_rule, gradient, scales[gradient], before)
+            grad_atol = grad_atol.reshape(grad_atol.shape + (1,) * (grad.ndim - grad_atol.ndim))
             with np.errstate(invalid="ignore", over="ignore"):
                 allowance = tolerances.update_allowance(
                     problem.optimizer,
                     quantities.buffer(q),
                     self.dtype,
                     grad=grad,
-                    grad_allowed=grad_rule.atol_at(scale) + grad_rule.rtol * np.abs(grad),
+                    grad_allowed=grad_atol + grad_rule.rtol * np.abs(grad),
                     param=before[problem.network.param_quantities[parameter]],
                     change=np.abs(expected[q] - before[q]),
                     count=count,
@@ -930,7 +971,9 @@ class _Judge:
                         for buffer, name in quantities.optimizer_buffers(problem, parameter).items()
                     },
                 )
-            atol = np.maximum(rule.floor, rule.atol + np.nan_to_num(allowance, nan=0.0))
+            atol = np.maximum(rule.floor, rule.atol + np.where(np.isnan(allowance), 0.0, allowance))
+            # Where the gradient may overflow the dtype (an infinite atol), so may the step.
+            atol = np.where(np.isposinf(grad_atol), np.inf, atol)
             accumulator.add(steps, actual[q], expected[q], atol, rule.rtol)
 
     def trained(self, framework: str, facts: dict) -> None:

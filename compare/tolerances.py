@@ -49,6 +49,15 @@ magnitudes (the probabilistic bound; the worst case is ``n * eps``):
   state ``k`` is final as soon as ``k`` arrives, which streaming needs; at the end of a run it
   equals the whole-series maximum that a stored run would use, so it never judges later states
   more strictly than that, and it judges states before a later peak more strictly, not less.
+* **The terms' own rounding** (``compare.term_bounds``): the running maximum is only a lower
+  estimate of the terms. Where they are far above every gradient so far (identity layers on a
+  diverging run, unscaled inputs whose ``Z = X W`` and ``A - Y`` cancel, half precision), the
+  judge bounds each element's rounding by a running-error pass at the reference's state ``k``
+  (magnitudes of every term, forward and backward) and the atol of a loss or gradient element
+  is at least that bound's allowance. Where an element's terms exceed the dtype's largest
+  number the dtype may overflow computing it, and whether it gives inf, -inf, NaN or a number
+  depends on the order of its sums: such an element (and the step that uses it) is not judged
+  (an infinite atol, ``compare.agreement``).
 
 **Synced mode, the state after the step** (parameters and optimizer state at ``k + 1``, from the
 reference's state ``k``): the update propagates whatever the gradient was allowed to differ by,
@@ -72,6 +81,13 @@ element is derived from the optimizer's formula (``update_allowance``):
   implementations may order differently. Charging them to the update's size rather than the
   weight's keeps half precision able to see a wrong update: a float16 weight of 0.5 has a
   rounding unit of 5e-4, and an SGD step of 0.1 x 0.05 spans ten of them.
+* Where the arithmetic leaves the dtype's normal range: each term of a buffer's update may be
+  flushed to zero below the CPU's ``tiny`` (``BUFFER_TERMS``); Adam's ``v`` may be rounded to
+  one subnormal quantum or to zero, where the update is steep in ``v``
+  (``_adam_underflow_allowance``); and ``g^2`` may overflow in an implementation that rounds
+  every operation to the dtype (optax in float16 for ``|g| >= 256``) while one that computes
+  in float32 and rounds once holds a finite ``v``: ``v`` is not judged there, and the step may
+  be anything up to its largest size.
 
 **Independent mode** (each framework follows its own trajectory): rounding differences feed back
 into the weights at every step and training amplifies them, so ``rtol = sqrt(eps)`` (half the
@@ -145,6 +161,14 @@ TINY: dict[str, float] = {
     "bfloat16": float(np.finfo(np.float32).tiny),
 }
 
+#: Largest finite number of every dtype (bfloat16: 3.39e38, just below float32's).
+LARGEST: dict[str, float] = {
+    "float64": float(np.finfo(np.float64).max),
+    "float32": float(np.finfo(np.float32).max),
+    "float16": float(np.finfo(np.float16).max),
+    "bfloat16": (2 - 2.0**-7) * 2.0**127,
+}
+
 #: The smallest normal number of the precision each dtype is computed in on a CPU, below which
 #: flush-to-zero (FTZ/DAZ) acts: float16 and bfloat16 are computed in float32 and rounded.
 FLUSH_TINY: dict[str, float] = {
@@ -168,6 +192,9 @@ SYNCED_MIN_TERMS = 16
 
 #: Synced next state: roundings of one update, times eps, times its terms' magnitude.
 UPDATE_ROUNDINGS = 8.0
+
+#: Synced next state: the terms of an optimizer buffer's update (each may be flushed).
+BUFFER_TERMS = 2
 
 #: Synced next state: rtol in units of eps (each implementation rounds the result once).
 RESULT_ROUNDINGS = 2.0
@@ -313,6 +340,12 @@ def update_allowance(
     eps = EPS[dtype]
     lr, decay = optimizer.lr, optimizer.weight_decay
     l2 = 0.0 if optimizer.name == "adamw" else decay
+    # A buffer's update sums BUFFER_TERMS terms (mu buf + g, b1 m + (1 - b1) g, b2 v +
+    # (1 - b2) g^2); each one below the flushing precision's tiny may be flushed to zero (and
+    # the buffer at k read as zero), so the buffer may lose that much per term (measured: JAX
+    # in float32 on unscaled wine, v = 5.1e-39 read as 0 and (1 - b2) g^2 = 1.1e-38 flushed,
+    # so v = 0 where NumPy holds 1.6e-38, above the tiny floor of 1.2e-38).
+    flushed = BUFFER_TERMS * FLUSH_TINY[dtype]
     grad, param = np.abs(grad), np.abs(param)
     # The gradient the rule uses, g + l2 p, carries the gradient's allowance and one rounding.
     used = grad + l2 * param
@@ -326,20 +359,70 @@ def update_allowance(
         buffer_error = np.where(first, tau, (1 - optimizer.dampening) * tau)
         if buffer == "momentum":
             terms = np.where(first, used, optimizer.momentum * previous + used)
-            return buffer_error + UPDATE_ROUNDINGS * eps * terms
+            return buffer_error + UPDATE_ROUNDINGS * eps * terms + flushed
         moved = tau + optimizer.momentum * buffer_error if optimizer.nesterov else buffer_error
         return lr * moved + UPDATE_ROUNDINGS * eps * change
     beta1, beta2 = optimizer.beta1, optimizer.beta2
     m0, v0 = np.abs(buffers["m"]), np.abs(buffers["v"])
+    # g^2 of v's update may exceed the dtype's largest number while v itself does not: an
+    # implementation that rounds every operation to the dtype (optax in float16: 256^2 >
+    # 65504) then holds v = inf, one that computes the update in float32 and rounds once
+    # (torch's CPU kernels, the NumPy reference) a finite v. Both are the dtype's honest
+    # arithmetic: v is not judged there, and the step, m / (sqrt(v) + eps), may be 0.
+    squared_overflows = used**2 > LARGEST[dtype]
     if buffer == "m":
-        return (1 - beta1) * tau + UPDATE_ROUNDINGS * eps * (beta1 * m0 + (1 - beta1) * used)
+        rounded = UPDATE_ROUNDINGS * eps * (beta1 * m0 + (1 - beta1) * used)
+        return (1 - beta1) * tau + rounded + flushed
     if buffer == "v":
         propagated = (1 - beta2) * (2 * used * tau + tau**2)
-        return propagated + UPDATE_ROUNDINGS * eps * (beta2 * v0 + (1 - beta2) * used**2)
+        rounded = UPDATE_ROUNDINGS * eps * (beta2 * v0 + (1 - beta2) * used**2)
+        allowance = propagated + rounded + flushed
+        return np.where(squared_overflows, np.inf, allowance)
     # AdamW's decoupled decay p (1 - lr wd) is one more rounding of a weight-sized value.
     decayed = eps * param if optimizer.name == "adamw" and decay else 0.0
     allowance = _adam_update_allowance(optimizer, steps + 1, m0, v0, used, tau)
-    return allowance + UPDATE_ROUNDINGS * eps * change + decayed
+    allowance = np.where(
+        squared_overflows,
+        np.maximum(allowance, _adam_largest_update(optimizer, steps + 1, m0, v0)),
+        allowance,
+    )
+    underflow = _adam_underflow_allowance(optimizer, steps + 1, m0, v0, used, tau, dtype)
+    return allowance + underflow + UPDATE_ROUNDINGS * eps * change + decayed
+
+
+def _adam_underflow_allowance(
+    optimizer: Optimizer,
+    t: np.ndarray,
+    m0: np.ndarray,
+    v0: np.ndarray,
+    g: np.ndarray,
+    tau: np.ndarray,
+    dtype: str,
+) -> np.ndarray:
+    """How far the rounding of ``v`` near zero may move Adam's update.
+
+    ``v`` is rounded to the dtype with an absolute error of up to one quantum near zero: the
+    subnormal spacing (``tiny * eps``: 6e-8 in float16, whose ``(1 - b2) g^2`` underflows
+    there for ``|g| < 0.008``), or ``tiny`` itself where the CPU flushes subnormals (float32,
+    and the float32 arithmetic of the 16-bit types). Two correct implementations may hold
+    ``v`` and ``v + quantum``; near zero the update ``S m / (sqrt(v / B2) + eps)`` is steep
+    in ``v`` (measured: float16, eps 1e-4, ``v`` of 0 against 6e-8 moved a weight by 0.054
+    at the first step, ``|m / eps|`` against ``|m / sqrt(v_hat)|``), and the size bound of
+    ``_adam_update_allowance`` assumes ``v`` did not underflow. So the allowance adds
+    ``S |m_1| (1 / D(v_1 - q) - 1 / D(v_1 + q))``, ``D(v) = sqrt(max(v, 0) / B2) + eps``,
+    which vanishes where ``v_1`` is many quanta above zero.
+    """
+    lr, eps = optimizer.lr, optimizer.eps
+    beta1, beta2 = optimizer.beta1, optimizer.beta2
+    quantum = max(TINY[dtype] * EPS[dtype], FLUSH_TINY[dtype])
+    B1, B2 = 1 - beta1**t, 1 - beta2**t
+    v1 = beta2 * v0 + (1 - beta2) * g**2
+    m1 = beta1 * m0 + (1 - beta1) * (g + tau)
+
+    def denominator(v: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.maximum(v, 0.0) / B2) + eps
+
+    return lr / B1 * m1 * (1 / denominator(v1 - quantum) - 1 / denominator(v1 + quantum))
 
 
 def _per_element(count: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -375,10 +458,24 @@ def _adam_update_allowance(
     d_min = np.sqrt((c + beta * nearest**2) / B2) + eps
     n_max = (a + alpha * (g + tau)) / B1
     lipschitz = lr * (alpha / B1 / d_min + n_max * np.sqrt(beta / B2) / d_min**2)
-    largest = (
-        lr * np.sqrt(B2) / B1 * (a / (np.sqrt(c) + eps * np.sqrt(B2)) + alpha / math.sqrt(beta))
+    return np.minimum(lipschitz * tau, 2 * _adam_largest_update(optimizer, t, m0, v0))
+
+
+def _adam_largest_update(
+    optimizer: Optimizer, t: np.ndarray, m0: np.ndarray, v0: np.ndarray
+) -> np.ndarray:
+    """The largest ``|u|`` of Adam's update of one element, whatever its gradient
+    (``_adam_update_allowance``'s size bound)."""
+    lr, eps = optimizer.lr, optimizer.eps
+    beta1, beta2 = optimizer.beta1, optimizer.beta2
+    B1, B2 = 1 - beta1**t, 1 - beta2**t
+    a, c = beta1 * m0, beta2 * v0
+    return (
+        lr
+        * np.sqrt(B2)
+        / B1
+        * (a / (np.sqrt(c) + eps * np.sqrt(B2)) + (1 - beta1) / math.sqrt(1 - beta2))
     )
-    return np.minimum(lipschitz * tau, 2 * largest)
 
 
 def drift_is_verdict(dtype: str, mode: str) -> bool:

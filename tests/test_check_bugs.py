@@ -16,9 +16,10 @@ import sys
 import numpy as np
 import pytest
 
-from compare import quantities, tolerances
+from compare import quantities, term_bounds, tolerances
 from compare.check import check
 from compare.recipe import Recipe
+from compare.term_bounds import allowance
 from implementations import numpy_manual
 
 _copies = itertools.count()
@@ -331,13 +332,18 @@ def test_every_fact_of_a_failing_comparison_holds_its_own_value():
     assert synced.max_abs != pytest.approx(synced.max_rel, rel=1e-3, abs=0), "max_abs != max_rel"
     rule = result.tolerances["synced"]
     running = np.maximum.accumulate(np.abs(grads).reshape(len(grads), -1).max(axis=1))
-    allowed = rule["scale"] * running[:, None, None] + rule["rtol"] * np.abs(grads)
+    # Each element's atol is at least the rounding of its terms (compare.term_bounds).
+    states = {q: kept[q] for q in result.network.param_quantities.values()}
+    X, Y = np.asarray(result.dataset.X_train), np.asarray(result.dataset.Y_train)
+    bounds = term_bounds.state_bounds(result.problem, states, X, Y, np.arange(steps + 1))
+    atol = np.maximum(rule["scale"] * running[:, None, None], allowance(bounds["grad:W1"]))
+    allowed = atol + rule["rtol"] * np.abs(grads)
     failing = error > allowed
     assert synced.first_failing_step == int(np.argwhere(failing.any(axis=(1, 2)))[0, 0]) == 0
     assert synced.first_failing_index == tuple(int(i) for i in np.argwhere(failing[0])[0])
     assert synced.mismatched == int(failing.sum())
     assert synced.rtol == rule["rtol"]
-    assert synced.atol == pytest.approx(rule["scale"] * running[-1], rel=1e-12, abs=0)
+    assert synced.atol == pytest.approx(atol.max(), rel=1e-12, abs=0)
     assert synced.gating
     assert result.first_failure.first_failing_step == 0
     assert result.first_failure.quantity == "grad:W1"

@@ -1,0 +1,339 @@
+"""How far one correct pass may round each loss and gradient element, from the size of its terms.
+
+The synced rule of ``compare.tolerances`` judges a gradient element by ``rtol`` times its own
+value plus ``rtol`` times the running maximum of the gradient's magnitude. That misses where
+an element is the small difference of large terms: its rounding error is set by the terms, and
+the terms may be far above both the element and every gradient seen so far. Measured false
+alarms (all frameworks correct): identity layers on a diverging run (float32 grad:b1 off by
+2.2e8 against an atol of 5.3e7), unscaled inputs up to 1680 (wine, breast_cancer, digits),
+where ``Z = X W`` is a difference of terms in the thousands and the loss derivative ``A - Y``
+a difference of outputs far above the residual, and half precision, where every stored tensor
+carries ``eps = 9.8e-4`` of its terms.
+
+This module bounds that error by a *running-error* pass (first-order error analysis with
+absolute values), at the reference's state ``k`` on batch ``k``'s rows, in float64. Every
+quantity ``x`` of the pass carries a bound ``e(x)`` on ``|computed x - exact x|`` for ONE
+implementation that computes in ``dtype``:
+
+* a sum of ``n`` terms accumulated in the working precision (float32 for the 16-bit types):
+  ``u(n) = sqrt(max(n, 16)) eps_work`` times the sum of the terms' magnitudes (the
+  probabilistic bound of ``compare.tolerances``, with its small-sum floor);
+* a result stored in a 16-bit dtype is rounded once more, by half its rounding unit,
+  ``s = eps / 2``, times the *result* (not its terms: rounding the sum does not see them);
+* an elementwise rule (activation, derivative, loss derivative) rounds its result to within
+  ``r = s + ELEMENTWISE_ROUNDINGS * eps_work`` of itself and passes its input's error on by
+  its derivative;
+* the inputs ``X``, targets ``Y`` and the state's parameters are the same numbers for every
+  implementation (the given state), so they carry no error.
+
+Forward, layer by layer (``|.|`` elementwise, products are matrix products of magnitudes):
+``e(Z_l) = e(A_{l-1}) |W_l| + u(in) (|A_{l-1}| |W_l| + |b_l|) + s |Z_l|`` (twice ``s`` with
+a bias, added after the product is rounded), ``e(A_l) = |f'(Z_l)| e(Z_l) + r |A_l|``.
+The loss derivative ``G = dL/dA`` passes ``e(A_L)`` on by its own derivative in ``A`` (for the
+mean squared errors ``c (A - Y)``: ``|c| e(A)``, whatever the cancellation of ``A - Y``).
+Backward: ``delta_l = G_l f'(Z_l)`` errs by ``e(G_l) |f'| + |G_l| e(f'(Z_l)) + r |delta_l|``,
+where ``e(f')`` is the derivative's own error (``|f''| e(Z)``, or through ``A`` for the sigmoid
+and tanh, whose derivatives are computed from their outputs, and the whole jump where a relu
+kink lies within ``e(Z)`` of ``Z``); then
+``e(dL/dW_l) = |A_{l-1}|^T e(delta_l) + e(A_{l-1})^T |delta_l| + u(R) |A_{l-1}|^T |delta_l|``
+``+ s |dL/dW_l|``, ``e(dL/db_l) = sum_rows e(delta_l) + u(R) sum_rows |delta_l| + s |dL/db_l|``,
+and ``e(G_{l-1}) = e(delta_l) |W_l|^T + u(out) |delta_l| |W_l|^T + s |G_{l-1}|``. The loss errs
+by ``sum |G| e(A_L)`` plus ``u(R O) + s`` times the magnitude of its terms.
+
+Two correct implementations each err by at most ``e``, so they differ by at most ``2 e``; the
+allowance (``allowance``) is ``TERM_SAFETY`` times that. First-order analysis drops products of
+errors, which are ``eps^2`` relative; the linearisation of ``f`` and ``f'`` over ``e(Z)`` is what
+the safety factor covers, with the sum's ``sqrt(n)`` (the probabilistic, not the worst-case,
+bound), measured against the false alarms this pass removes (see ``TERM_SAFETY``). It is
+causal: state ``k``'s bound uses state ``k`` and batch ``k`` only.
+
+A planted bug is still caught where it moves an element by more than the terms' rounding: a
+gradient element of a wrong formula is wrong by a fraction of the terms themselves, thousands
+of ``eps`` times them. The allowance is per element, so an element whose terms do not cancel
+keeps the tolerance it had.
+
+This module only computes numbers, in NumPy; it imports no framework.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from compare import tolerances
+from implementations.contract import BCE_GRAD_EPS, LEAKY_RELU_SLOPE, Problem
+
+#: An elementwise rule (activation, its derivative, the loss derivative) computes its result to
+#: within a couple of rounding units (libm's exp, tanh and erf are within one or two ULPs of
+#: the correctly rounded result, then one rounding to the stored dtype).
+ELEMENTWISE_ROUNDINGS = 2.0
+
+#: The allowance is this many times the difference two bounded implementations can make
+#: (``2 e``). Measured on the float32 false alarms this pass removes (the greatest torch or
+#: JAX difference from NumPy against ``2 e`` at that element): 2.7% (identity layers on a
+#: diverging run, grad:W1), 1.8% (gelu on diverged weights, grad:W1, 0.31 of 39), 0.16%
+#: (raw digits, grad:W2), 0.1% (raw wine, tanh, grad:W1): the bound adds every propagated
+#: error's magnitude, the worst case. One times ``2 e`` is the derived bound; the
+#: linearisation over ``e(Z)`` is far inside that margin.
+TERM_SAFETY = 1.0
+
+#: Elements of the largest array the pass holds at once (states x rows x widest layer): the
+#: chunk's states are taken in groups of at most this size, so memory does not grow with them.
+GROUP_ELEMENTS = 2**20
+
+#: The GELU's constants (``implementations.contract``: torch's exact form and its tanh form).
+_SQRT_HALF = 1 / math.sqrt(2)
+_NORMAL_DENSITY = 1 / math.sqrt(2 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_TANH_CUBIC = 0.044715
+
+
+def _capped(magnitude: np.ndarray, dtype: str) -> np.ndarray:
+    """``magnitude``, infinite where it exceeds the dtype's largest finite number: there the
+    computation may overflow, so every bound computed from it is infinite too."""
+    return np.where(magnitude > tolerances.LARGEST[dtype], np.inf, magnitude)
+
+
+def working_dtype(dtype: str) -> str:
+    """The dtype sums accumulate in: float32 for the 16-bit types (``implementations.contract``)."""
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
+def sum_rounding(terms: int, dtype: str) -> float:
+    """``u(n)``: the rounding of a sum of ``terms`` terms accumulated in the working precision,
+    relative to their magnitudes' sum."""
+    eps_work = tolerances.EPS[working_dtype(dtype)]
+    return math.sqrt(max(terms, tolerances.SYNCED_MIN_TERMS)) * eps_work
+
+
+def storage_rounding(dtype: str) -> float:
+    """``s``: the one rounding of a result computed in float32 to a 16-bit dtype, relative to
+    the result (half its rounding unit); 0 where the dtype is the working precision (the sum's
+    or the rule's own rounding is that rounding)."""
+    return tolerances.EPS[dtype] / 2 if working_dtype(dtype) != dtype else 0.0
+
+
+def _activation(name: str, Z: np.ndarray, eZ: np.ndarray, r: float):
+    """``A``, ``f'(Z)``, ``e(A)`` and ``e(f')`` of one activation (float64)."""
+    if name == "identity":
+        return Z, np.ones_like(Z), eZ, np.zeros_like(Z)
+    if name == "sigmoid":
+        A = 0.5 * (1 + np.tanh(0.5 * Z))
+        dA = A * (1 - A)
+        eA = dA * eZ + r * A
+        return A, dA, eA, np.abs(1 - 2 * A) * eA + r * dA
+    if name == "tanh":
+        A = np.tanh(Z)
+        dA = 1 - A * A
+        eA = dA * eZ + r * np.abs(A)
+        return A, dA, eA, 2 * np.abs(A) * eA + r * dA
+    if name in ("relu", "leaky_relu"):
+        slope = 0.0 if name == "relu" else LEAKY_RELU_SLOPE
+        positive = Z > 0
+        A = np.where(positive, Z, slope * Z)
+        dA = np.where(positive, 1.0, slope)
+        # Where Z is within its error of the kink, the derivative may take either side's value.
+        return A, dA, dA * eZ + r * np.abs(A), np.where(np.abs(Z) <= eZ, 1.0 - slope, 0.0)
+    if name == "gelu":
+        from scipy.special import erf
+
+        Phi = 0.5 * (1 + erf(Z * _SQRT_HALF))
+        phi = _NORMAL_DENSITY * np.exp(-0.5 * Z * Z)
+        A, dA = Z * Phi, Phi + Z * phi
+        second = phi * (2 - Z * Z)
+        terms = Phi + np.abs(Z * phi)
+        return A, dA, np.abs(dA) * eZ + r * np.abs(A), np.abs(second) * eZ + r * terms
+    if name == "gelu_tanh":
+        inner = _SQRT_2_OVER_PI * (Z + _GELU_TANH_CUBIC * Z**3)
+        t = np.tanh(inner)
+        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_CUBIC * Z * Z)
+        d2u = _SQRT_2_OVER_PI * 6 * _GELU_TANH_CUBIC * Z
+        sech2 = 1 - t * t
+        A = 0.5 * Z * (1 + t)
+        dA = 0.5 * (1 + t) + 0.5 * Z * sech2 * du
+        second = sech2 * (du + 0.5 * Z * (d2u - 2 * t * du * du))
+        terms = 0.5 * (1 + t) + np.abs(0.5 * Z * sech2 * du)
+        return A, dA, np.abs(dA) * eZ + r * np.abs(A), np.abs(second) * eZ + r * terms
+    raise ValueError(f"no rounding bound for activation {name!r}")
+
+
+def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float):
+    """``G = dL/dA``, ``e(G)``, and the magnitudes of the loss's terms, per element."""
+    rows, outputs = A.shape[-2:]
+    if name in ("half-mse", "mse", "half-sse"):
+        scale = {"half-mse": 1 / (rows * outputs), "mse": 2 / (rows * outputs), "half-sse": 1.0}
+        c = scale[name]
+        residual = A - Y
+        terms = c / 2 * residual**2
+        return c * residual, c * (eA + r * np.abs(residual)), terms
+    if name == "cross-entropy":
+        shifted = A - np.max(A, axis=-1, keepdims=True)
+        log_sum = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+        s = np.exp(shifted - log_sum)
+        total = np.sum(Y, axis=-1, keepdims=True)
+        # d s_i = s_i (dA_i - sum_j s_j dA_j); log_softmax rounds relative to |shifted| + lse.
+        es = s * (eA + np.sum(s * eA, axis=-1, keepdims=True) + r * (np.abs(shifted) + log_sum))
+        G = (s * total - Y) / rows
+        eG = (es * np.abs(total) + r * (s * np.abs(total) + np.abs(Y))) / rows
+        return G, eG, np.abs(Y) * (np.abs(shifted) + log_sum) / rows
+    if name == "binary-cross-entropy":
+        n = rows * outputs
+        q = A * (1 - A)
+        floored = q <= BCE_GRAD_EPS
+        qf = np.maximum(q, BCE_GRAD_EPS)
+        G = (A - Y) / qf / n
+        slope = np.abs(1 / qf - np.where(floored, 0.0, (A - Y) * (1 - 2 * A) / qf**2)) / n
+        with np.errstate(divide="ignore"):
+            log_A = np.maximum(np.log(A), -100.0)
+            log_1_minus_A = np.maximum(np.log1p(-A), -100.0)
+        terms = (np.abs(Y * log_A) + np.abs((1 - Y) * log_1_minus_A)) / n
+        return G, slope * eA + 3 * r * np.abs(G), terms
+    raise ValueError(f"no rounding bound for loss {name!r}")
+
+
+def pass_bounds(
+    problem: Problem,
+    params: Mapping[str, np.ndarray],
+    X: np.ndarray,
+    Y: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``e``, the bound on one implementation's rounding error of the loss and every gradient
+    element, at ``n`` states (see the module docstring).
+
+    Args:
+        problem: The network, loss and dtype.
+        params: ``{"W1": (n, in, out), "b1": (n, out), ...}`` (float64, values of the dtype).
+        X: ``(R, in)`` or ``(n, R, in)``: each state's batch rows.
+        Y: ``(R, O)`` or ``(n, R, O)``: their targets.
+
+    Returns:
+        ``{"loss": (n,), "grad:W1": (n, in, out), "grad:b1": (n, out), ...}`` (float64), ``inf``
+        where the magnitude of a term the element depends on exceeds the dtype's largest finite
+        number (``tolerances.LARGEST``): there the computation may overflow, and whether it
+        gives inf, -inf, NaN or a finite number depends on the order of its sums.
+    """
+    net, dtype = problem.network, problem.dtype
+    store = storage_rounding(dtype)
+    r = store + ELEMENTWISE_ROUNDINGS * tolerances.EPS[working_dtype(dtype)]
+    rows = X.shape[-2]
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(all="ignore"):
+        A, eA = X, np.zeros_like(X)
+        inputs = []
+        derivatives = []
+        for layer, activation in enumerate(net.activations, start=1):
+            W = params[f"W{layer}"]
+            magnitude = np.abs(A) @ np.abs(W)
+            Z = A @ W
+            stored = np.abs(Z)  # the product, rounded to the dtype
+            if net.biases:
+                b = params[f"b{layer}"][..., None, :]
+                Z = Z + b
+                magnitude = magnitude + np.abs(b)
+                stored = stored + np.abs(Z)  # and the sum with the bias, rounded again
+            magnitude = _capped(magnitude, dtype)
+            eZ = eA @ np.abs(W) + sum_rounding(W.shape[-2], dtype) * magnitude + store * stored
+            inputs.append((A, eA))
+            A, dA, eA, e_dA = _activation(activation, Z, eZ, r)
+            derivatives.append((dA, e_dA))
+        G, eG, terms = _loss(net.loss, A, eA, Y, r)
+        loss_terms = _capped(np.sum(terms, axis=(-2, -1)), dtype)
+        out["loss"] = (
+            np.sum(np.abs(G) * eA, axis=(-2, -1))
+            + (sum_rounding(G.shape[-2] * G.shape[-1], dtype) + store) * loss_terms
+        )
+        u_rows = sum_rounding(rows, dtype)
+        for layer in range(net.layers, 0, -1):
+            A_prev, eA_prev = inputs[layer - 1]
+            dA, e_dA = derivatives[layer - 1]
+            delta = G * dA
+            abs_delta = _capped(np.abs(delta), dtype)
+            e_delta = eG * np.abs(dA) + np.abs(G) * e_dA + r * abs_delta
+            A_prev_T = np.swapaxes(np.abs(A_prev), -1, -2)
+            out[f"grad:W{layer}"] = (
+                A_prev_T @ e_delta
+                + u_rows * _capped(A_prev_T @ abs_delta, dtype)
+                + np.swapaxes(eA_prev, -1, -2) @ abs_delta
+                + store * np.abs(np.swapaxes(A_prev, -1, -2) @ delta)
+            )
+            if net.biases:
+                out[f"grad:b{layer}"] = (
+                    np.sum(e_delta, axis=-2)
+                    + u_rows * _capped(np.sum(abs_delta, axis=-2), dtype)
+                    + store * np.abs(np.sum(delta, axis=-2))
+                )
+            if layer > 1:
+                W_T = np.swapaxes(np.abs(params[f"W{layer}"]), -1, -2)
+                G = delta @ np.swapaxes(params[f"W{layer}"], -1, -2)
+                eG = (
+                    e_delta @ W_T
+                    + sum_rounding(W_T.shape[-2], dtype) * _capped(abs_delta @ W_T, dtype)
+                    + store * np.abs(G)
+                )
+    return {q: np.where(np.isfinite(v), v, np.inf) for q, v in out.items()}
+
+
+def state_bounds(
+    problem: Problem,
+    states: Mapping[str, np.ndarray],
+    X: np.ndarray,
+    Y: np.ndarray,
+    steps: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``pass_bounds`` at ``n`` states, each on its own step's batch (``problem.batches``), in
+    groups of at most ``GROUP_ELEMENTS`` (states of one batch length together: an epoch's last
+    batch may be shorter).
+
+    Args:
+        problem: The network, loss, dtype and batch order.
+        states: Quantity -> ``(n, ...)``: the states' parameters (``weight:W1``, ``bias:b1``).
+        X: ``(N, in)``: every training input (float64).
+        Y: ``(N, O)``: every training target.
+        steps: ``(n,)``: the step of each state (its batch's rows).
+
+    Returns:
+        As ``pass_bounds``, for the ``n`` states in order.
+    """
+    net, batches = problem.network, problem.batches
+    steps = [int(step) for step in steps]
+    n = len(steps)
+    params = {
+        name: np.asarray(states[q], dtype=np.float64) for name, q in net.param_quantities.items()
+    }
+    out = {q: np.zeros((n, *shape)) for q, shape in _shapes(problem).items()}
+    if batches.full:
+        rows = [None] * n
+        lengths = np.full(n, batches.rows)
+    else:
+        rows = [batches.indices(step) for step in steps]
+        lengths = np.array([len(r) for r in rows])
+    widest = max(net.widths)
+    for length in np.unique(lengths):
+        chosen = np.flatnonzero(lengths == length)
+        group = max(1, GROUP_ELEMENTS // max(1, int(length) * widest))
+        for start in range(0, len(chosen), group):
+            at = chosen[start : start + group]
+            if batches.full:
+                X_rows, Y_rows = X, Y
+            else:
+                batch = np.stack([rows[i] for i in at])
+                X_rows, Y_rows = X[batch], Y[batch]
+            found = pass_bounds(problem, {k: v[at] for k, v in params.items()}, X_rows, Y_rows)
+            for q, value in found.items():
+                out[q][at] = value
+    return out
+
+
+def _shapes(problem: Problem) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {"loss": ()}
+    for name, shape in problem.network.param_shapes.items():
+        shapes[f"grad:{name}"] = shape
+    return shapes
+
+
+def allowance(bound: np.ndarray) -> np.ndarray:
+    """The allowed difference of two correct implementations whose errors are each within
+    ``bound``: ``TERM_SAFETY * 2 * bound``."""
+    return TERM_SAFETY * 2.0 * np.asarray(bound, dtype=np.float64)
