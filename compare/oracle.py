@@ -8,7 +8,8 @@ framework's gradient against its own loss, in float64, at a few of the reference
   gradient ``g``, ``r(h) = |L(w + h v) - L(w) - h <g, v>|`` shrinks like ``h^2`` (or faster,
   ``h^3``, where the loss has no curvature along ``v``); a wrong gradient leaves an ``O(h)`` term
   and the observed order drops to 1. Remainders within the rounding floor of the loss (its own
-  rounding and the rounding its outputs carry in, ``compare.tolerances.taylor_noise_floor``)
+  noise, measured from the loss at a few nearby points, and the rounding its outputs carry
+  in, ``compare.tolerances.taylor_noise_floor``)
   are not used; with fewer than two usable steps the test is inconclusive, reported and not a
   failure. The order is also read with the remainder's ``h^3`` term cancelled (``taylor_test``).
 * **Each library's finite-difference checker**, through the implementation's optional
@@ -181,7 +182,10 @@ def taylor_test(
     signed = losses[1:] - losses[0] - hs * slope
     # A remainder within the rounding floor is noise, not a Taylor term (a saturated network
     # has almost no gradient or curvature left to measure, and its outputs' rounding is large).
-    floor = tolerances.taylor_noise_floor(float(losses[0]), output_rounding(problem, params, X, Y))
+    noise = loss_noise(module, problem, params, X, Y)
+    floor = tolerances.taylor_noise_floor(
+        float(losses[0]), output_rounding(problem, params, X, Y), noise
+    )
     orders, observed, used = _order(np.abs(signed), floor)
     # The same test with the remainder's h^3 term cancelled (see the docstring).
     cubic_free = 8 * signed[1:] - signed[:-1]
@@ -201,6 +205,7 @@ def taylor_test(
         "observed_order": observed,
         "cubic_free_order": cubic_free_observed,
         "noise_floor": floor,
+        "loss_noise": noise,
         "inconclusive": bool(inconclusive),
         "passed": bool(inconclusive or observed >= least or cubic_free_observed >= least),
         "loss": float(losses[0]),
@@ -220,6 +225,17 @@ def _order(remainders: np.ndarray, floor: float) -> tuple[np.ndarray, float, np.
     used = np.flatnonzero(usable)[-3:]
     observed = float(np.median(orders[used])) if used.size >= 2 else math.nan
     return orders, observed, used
+
+
+def loss_noise(module: ModuleType, problem: Problem, params: Params, X, Y) -> float:
+    """The measured noise of one float64 evaluation of ``module``'s loss at ``params``
+    (``compare.tolerances.measured_noise``): the loss at ``NOISE_POINTS`` points
+    ``NOISE_SPACING`` apart along the Taylor direction, in one batched call."""
+    problem64 = dataclasses.replace(problem, dtype="float64")
+    offsets = tolerances.NOISE_SPACING * np.arange(tolerances.NOISE_POINTS)
+    points = flatten(problem, params) + offsets[:, None] * direction(problem)
+    losses, _ = _evaluate(module, problem64, points, X, Y)
+    return tolerances.measured_noise(losses)
 
 
 def output_rounding(problem: Problem, params: Params, X: np.ndarray, Y: np.ndarray) -> float:
@@ -401,6 +417,7 @@ def check(
                         "cubic_free_orders",
                         "cubic_free_order",
                         "noise_floor",
+                        "loss_noise",
                     )
                 },
                 "convention_departures": departures,
@@ -420,7 +437,8 @@ def check(
     kappa = curvature(module, problem, params, X, Y)
     terms = int(np.size(Y))
     carried = output_rounding(problem, params, X, Y)
-    plan = tolerances.finite_difference_plan(float(losses[0]), kappa, terms, carried)
+    noise = loss_noise(module, problem, params, X, Y)
+    plan = tolerances.finite_difference_plan(float(losses[0]), kappa, terms, carried, noise)
     found = gradient_check(
         problem64, params, X, Y, step=plan["step"], atol=plan["atol"], rtol=plan["rtol"]
     )
@@ -447,6 +465,7 @@ def check(
                 "truncation": plan["truncation"],
                 "rounding": plan["rounding"],
                 "output_rounding": carried,
+                "loss_noise": noise,
                 "rows": len(rows),
                 "convention_departures": departures,
                 "kinks": checker_kinks,

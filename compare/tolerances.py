@@ -575,12 +575,15 @@ def ulp_scale(values: np.ndarray, dtype: str) -> np.ndarray:
 #: along the direction: better, not a bug); a wrong one leaves an ``O(h)`` term, order 1.
 TAYLOR_ORDER_TOLERANCE = 0.25
 
-#: Taylor remainders below this many float64 roundings of the loss are noise and not used.
-TAYLOR_NOISE_ROUNDINGS = 1e3
-
-#: ... nor remainders below this many times the rounding the outputs carry into one loss
-#: (``output_rounding``, see ``taylor_noise_floor``).
+#: Taylor remainders below this many times the noise of one loss evaluation are noise and not
+#: used (see ``taylor_noise_floor``).
 TAYLOR_OUTPUT_ROUNDINGS = 20.0
+
+#: The loss's noise is measured (``measured_noise``) from the loss at ``NOISE_POINTS`` points
+#: ``NOISE_SPACING`` apart along the Taylor direction, by their differences of these orders.
+NOISE_POINTS = 8
+NOISE_SPACING = 1e-7
+NOISE_ORDERS = (3, 4, 5, 6)
 
 #: A remainder with its ``h^3`` term removed, ``8 R(h/2) - R(h)``, carries the rounding of nine
 #: remainders (see ``compare.oracle.taylor_test``).
@@ -605,28 +608,69 @@ FINITE_DIFFERENCE_RTOL = 1e-6
 FINITE_DIFFERENCE_STEPS = (1e-10, 1e-3)
 
 
-def taylor_noise_floor(loss: float, output_rounding: float = 0.0) -> float:
+def measured_noise(losses: np.ndarray) -> float:
+    """The noise (standard deviation) of one loss evaluation, measured from ``losses`` at
+    ``NOISE_POINTS`` equally spaced points ``NOISE_SPACING`` apart (Moré and Wild's ECnoise,
+    "Estimating computational noise", SIAM J. Sci. Comput. 33, 2011).
+
+    The ``k``-th difference of values ``f_j = s(x_j) + e_j`` (``s`` smooth, ``e_j`` the rounding
+    noise, uncorrelated with deviation ``sigma``) is ``s^(k) delta^k`` plus noise of mean
+    square ``(2k)! / (k!)^2 sigma^2``; at ``delta = 1e-7`` and ``k >= 3`` the smooth part is
+    ``1e-21 s^(3)`` or less, so ``sqrt((k!)^2 / (2k)! * mean(diff^k f)^2)`` reads ``sigma``.
+    The largest reading over ``NOISE_ORDERS`` (a reading of a smooth part can only add).
+
+    Why measured rather than derived: the rounding of a loss is that of the terms it computes,
+    which can be far larger than the loss. Softmax cross-entropy takes ``log(sum exp(z - max
+    z))`` per row; a well-trained row's sum is ``1 + s`` with ``s`` tiny, held to ``eps``
+    absolute, so each row's loss is off by about ``eps``, not ``eps |L|`` (measured: wine,
+    float64, gelu/identity, cross-entropy, 32 rows, states 935 and 1403 of a run, ``|L| =
+    1.2e-4`` and ``5.6e-5``: noise ``2e-17`` both, where ``eps |L| sqrt(terms)`` is ``2.6e-19``
+    and ``1.2e-19`` and the outputs' term ``1.8e-19`` and ``9.4e-20``; forward differences at
+    the step those implied were off by ``2.3e-9`` and ``1.7e-9`` against ``2.0e-9`` and
+    ``9.9e-10``). Conversely a loss whose rows are mostly saturated to exact ``0`` or ``1`` is
+    held far better than a thousand roundings (wine, bfloat16 unscaled, sigmoid, mse: ``|L| =
+    0.51``, remainders flat at ``1e-16`` for the smallest steps, noise ``5e-17``).
+    """
+    values = np.asarray(losses, dtype=np.float64)
+    readings = []
+    for k in NOISE_ORDERS:
+        differences = np.diff(values, n=k)
+        gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
+        readings.append(math.sqrt(gamma * float(np.mean(differences**2))))
+    return max(readings)
+
+
+def taylor_noise_floor(loss: float, output_rounding: float = 0.0, noise: float = 0.0) -> float:
     """The remainder below which a Taylor remainder is rounding noise, not a Taylor term.
 
-    ``TAYLOR_NOISE_ROUNDINGS`` float64 roundings of the loss, plus ``TAYLOR_OUTPUT_ROUNDINGS``
-    times ``output_rounding``, the rounding the network's outputs carry into one loss
-    (``compare.oracle.output_rounding``: ``eps * sum |dL/dA| |A|``). That second term is the
-    one a saturated output makes far larger than the loss's own rounding: binary
-    cross-entropy's ``log1p(-A)`` at ``1 - A = 6.4e-9`` turns the rounding of ``A``
-    (``2.2e-16``) into ``3.4e-8`` of that term (measured: digits, bfloat16 weights,
-    relu/relu/sigmoid, states 81 and 121 of a run: remainders flat at ``1e-10`` and ``4e-12``
-    as ``h`` halves from ``3e-4`` and ``2e-5`` down, where ``1000 eps |L|`` is ``1.5e-13`` and
-    the output term ``4.1e-10`` and ``6.3e-12``; the orders read there were 0.67 and -0.62). A
-    remainder differences two losses, so its noise is at most twice that term; a remainder ten
-    times its noise reads each halving's order within ``log2(41/9) - 2 = 0.19``, inside
-    ``TAYLOR_ORDER_TOLERANCE``: hence 20.
+    ``TAYLOR_OUTPUT_ROUNDINGS`` times the noise of one loss evaluation: the larger of the
+    measured ``noise`` (``measured_noise``) and one rounding of the loss (``eps |L|``: the
+    least a float64 result carries, and what a loss flat to rounding at the measuring spacing,
+    whose measured noise reads 0, still carries at the Taylor steps), plus ``output_rounding``,
+    the rounding the network's outputs carry into one loss (``compare.oracle.output_rounding``:
+    ``eps * sum |dL/dA| |A|``). That second term is the one a saturated output makes far larger
+    than the loss's own rounding: binary cross-entropy's ``log1p(-A)`` at ``1 - A = 6.4e-9``
+    turns the rounding of ``A`` (``2.2e-16``) into ``3.4e-8`` of that term (measured: digits,
+    bfloat16 weights, relu/relu/sigmoid, states 81 and 121 of a run: remainders flat at
+    ``1e-10`` and ``4e-12`` as ``h`` halves from ``3e-4`` and ``2e-5`` down, where ``eps |L|``
+    is ``1.5e-16`` and the output term ``4.1e-10`` and ``6.3e-12``; the orders read there were
+    0.67 and -0.62). A remainder differences two losses, so its noise is at most twice that of
+    one; a remainder ten times its noise reads each halving's order within
+    ``log2(41/9) - 2 = 0.19``, inside ``TAYLOR_ORDER_TOLERANCE``: hence 20.
+
+    Not a fixed thousand roundings of the loss (the rule before): that was too high where the
+    loss's rows are saturated to exact values (wine, bfloat16 unscaled features up to 1680,
+    sigmoid, mse, ``|L| = 0.51``: floor ``1.2e-13`` against a measured noise of ``5e-17``; it
+    kept only the three largest steps, where ``h |X v|`` reaches 3.5 and the expansion has not
+    settled, orders 1.27, 1.50, 1.70 -> 1.495 at every state; the next steps read 1.83, 1.91,
+    1.97), and too low where the loss's terms cancel (``measured_noise``).
     """
     eps = EPS["float64"]
-    return TAYLOR_NOISE_ROUNDINGS * eps * abs(loss) + TAYLOR_OUTPUT_ROUNDINGS * output_rounding
+    return TAYLOR_OUTPUT_ROUNDINGS * (max(noise, eps * abs(loss)) + output_rounding)
 
 
 def finite_difference_plan(
-    loss: float, curvature: float, terms: int, output_rounding: float = 0.0
+    loss: float, curvature: float, terms: int, output_rounding: float = 0.0, noise: float = 0.0
 ) -> dict[str, float]:
     """The step and thresholds of a finite-difference check at a point.
 
@@ -634,8 +678,9 @@ def finite_difference_plan(
     is ``FINITE_DIFFERENCE_SAFETY`` times the error that step implies.
 
     ``eps_L``, the rounding of one loss evaluation, is ``LOSS_ROUNDINGS`` times the loss's own
-    rounding, ``eps |L| sqrt(terms)``, plus the rounding its inputs carry in,
-    ``output_rounding`` (``eps * sum |dL/dA| |A|`` over the outputs ``A``). Where outputs
+    rounding, ``eps |L| sqrt(terms)`` or the measured ``noise`` where larger, plus the
+    rounding its inputs carry in, ``output_rounding`` (``eps * sum |dL/dA| |A|`` over the
+    outputs ``A``). Where outputs
     saturate toward their targets the loss is far smaller than its terms' rounding: a sigmoid
     output at ``1 - A = 8.6e-7`` holds ``A - Y`` only to ``eps`` absolute, so ``(A - Y)^2 / 2``
     only to ``eps |A - Y| = 1.9e-22``, not ``eps (A - Y)^2`` (measured: breast_cancer, float32
@@ -651,13 +696,17 @@ def finite_difference_plan(
         curvature: Estimate of the largest second derivative of the loss.
         terms: Rows times outputs: the terms summed in one loss.
         output_rounding: ``eps * sum |dL/dA| |A|`` at the point (0: not known).
+        noise: The loss's measured noise at the point (``measured_noise``; 0: not known). The
+            loss's own rounding is the larger of it and ``eps |L| sqrt(terms)``: where the
+            loss's terms cancel (softmax cross-entropy's ``log(1 + s)`` per row) it is far
+            larger (see ``measured_noise``).
 
     Returns:
         ``{"step", "atol", "rtol", "truncation", "rounding"}``.
     """
     eps = EPS["float64"]
     rounding_of_loss = LOSS_ROUNDINGS * (
-        eps * max(abs(loss), eps) * math.sqrt(max(terms, 1)) + output_rounding
+        max(eps * max(abs(loss), eps) * math.sqrt(max(terms, 1)), noise) + output_rounding
     )
     kappa = max(curvature, rounding_of_loss)
     low, high = FINITE_DIFFERENCE_STEPS
