@@ -102,9 +102,10 @@ def profile(seeds: int, steps: int, frameworks: list[str]) -> dict[str, float]:
     timed(worker.Worker, "_synced", lambda w, a: f"{w.name}: synced steps")
     timed(worker.Worker, "_oracle", lambda w, a: f"{w.name}: oracles")
     for method in ("reference_chunk", "framework_chunk", "independent", "synced_records"):
-        timed(check._SeedJudges, method, lambda j, a: "judge (every seed's accumulators)")
+        timed(check._Judge, method, lambda j, a: "judge (every seed's accumulators)")
     for method in ("synced_next", "own_step", "trained"):
-        timed(check._SeedJudges, method, lambda j, a: "judge (every seed's accumulators)")
+        timed(check._Judge, method, lambda j, a: "judge (every seed's accumulators)")
+    timed(check._Judge, "results", lambda j, a: "judge: every seed's CheckResult")
     started = time.perf_counter()
     results = check.check_seeds(Recipe(steps=steps), list(range(seeds)), frameworks, isolate=False)
     wall = time.perf_counter() - started
