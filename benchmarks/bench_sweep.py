@@ -71,6 +71,11 @@ def profile(seeds: int, steps: int, frameworks: list[str]) -> dict[str, float]:
     frameworks in threads, every part timed where it runs. The parts overlap in wall time
     (threads), so they are shares of the work, not of the wall time."""
     sys.path.insert(0, str(HERE.parent))
+    # One OpenMP thread, as crosscheck's framework workers and Dask's workers run: with the
+    # frameworks in threads of one process, torch's default intra-op threads spin against the
+    # others (measured here under load: torch's training 30-60x slower than with one thread),
+    # which says nothing about a sweep.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import importlib
 
     from compare import worker

@@ -196,9 +196,12 @@ class BinnedSeries:
             current = self.table[bins[first]]
             self.table[bins[first]] = np.where(np.isnan(current), values[first], current)
             return
-        current = np.where(np.isnan(self.table), -np.inf, self.table)
-        np.maximum.at(current, bins, np.where(np.isnan(values), np.inf, values))
-        self.table = np.where(np.isneginf(current), np.nan, current)
+        # Only the bins this chunk reaches (a few of ``PLOT_POINTS``, each ``seeds`` wide).
+        low, high = int(bins.min()), int(bins.max()) + 1
+        window = self.table[low:high]
+        current = np.where(np.isnan(window), -np.inf, window)
+        np.maximum.at(current, bins - low, np.where(np.isnan(values), np.inf, values))
+        self.table[low:high] = np.where(current == -np.inf, np.nan, current)
 
 
 #: A seed's step or index not found yet (no failure, no crossing).
@@ -284,68 +287,95 @@ class SeriesAccumulator:
             return
         actual = _pointed(actual, self.points)
         expected = _pointed(expected, self.points)
-        error = absolute_error(actual, expected)
+        if actual.shape != expected.shape:
+            raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
         atol = np.asarray(atol, dtype=np.float64)
         if self.points is None and atol.ndim >= 1:
             atol = atol[:, None]
         if 1 <= atol.ndim < expected.ndim:
             atol = atol.reshape(atol.shape + (1,) * (expected.ndim - atol.ndim))
-        finite = np.isfinite(expected)
-        magnitude = np.abs(np.where(finite, expected, 0.0))
-        with np.errstate(invalid="ignore", over="ignore"):
-            allowed = atol + rtol * magnitude
-        # A non-finite reference value is matched only by the identical value.
-        failing = ~((error == 0) | (finite & (error <= allowed)))
         points = expected.shape[1]
         self.element_shape = expected.shape[2:]
+        # The elements first: ``(E, n, P)`` views, and every array computed from them laid out
+        # so, since the reductions over the elements (a few, for a small network) are then
+        # elementwise passes over contiguous ``(n, P)`` slabs, not a thousand short rows: a
+        # thousand seeds cost a few passes over the chunk.
+        a = np.moveaxis(actual.reshape(n, points, -1), 2, 0)
+        b = np.moveaxis(expected.reshape(n, points, -1), 2, 0)
+        tolerance = atol if atol.ndim == 0 else np.moveaxis(atol.reshape(*atol.shape[:2], -1), 2, 0)
+        error = np.empty(a.shape)
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.abs(np.subtract(a, b, out=error), out=error)
+        per_step = error.max(axis=0, initial=0.0)
+        if np.isfinite(per_step).all() and (atol.size == 0 or np.min(atol) >= 0):
+            # Both sides finite everywhere (a NaN or infinity on either side makes its
+            # difference non-finite) and atol >= 0: the general rule below reduces to
+            # ``error > allowed`` and every value here is what it computes, in fewer passes.
+            magnitude = np.abs(b, out=np.empty(a.shape))
+            allowed = rtol * magnitude
+            allowed += tolerance
+            failing = error > allowed
+            with np.errstate(invalid="ignore", divide="ignore"):
+                # 0 / 0 (equal zeros) is NaN here and 0 there: fmax skips NaN.
+                relative = error / magnitude
+            flushed = 0
+            if self.tiny and np.any((error > 0) & (error < self.tiny)):
+                flushed = _flushed(a, b, self.tiny)
+        else:
+            error = absolute_error(a, b)
+            per_step = error.max(axis=0, initial=0.0)
+            finite = np.isfinite(b)
+            magnitude = np.abs(np.where(finite, b, 0.0))
+            with np.errstate(invalid="ignore", over="ignore"):
+                allowed = tolerance + rtol * magnitude
+            # A non-finite reference value is matched only by the identical value.
+            failing = ~((error == 0) | (finite & (error <= allowed)))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                relative = _nan_is_inf(np.where(error == 0, 0.0, error / np.abs(b)))
+            flushed = _flushed(a, b, self.tiny) if self.tiny else 0
         self.max_atol = np.maximum(self.max_atol, _largest_per_point(atol, points))
-        flat_error = error.reshape(n, points, -1)
-        per_step = flat_error.max(axis=2, initial=0.0)
-        self._worst(steps, flat_error, per_step)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            relative = np.where(error == 0, 0.0, error / np.abs(expected))
-        if relative.size:
-            largest = _nan_is_inf(relative).reshape(n, points, -1).max(axis=(0, 2))
-            self.max_rel = np.maximum(self.max_rel, largest)
-        flat_failing = failing.reshape(n, points, -1)
-        self._first_failure(steps, flat_failing)
-        self.mismatched += flat_failing.sum(axis=(0, 2))
-        self.total += flat_failing.shape[0] * flat_failing.shape[2]
-        if self.tiny:
-            self.flushed += _flushed(actual, expected, self.tiny)
+        self._worst(steps, error, per_step)
+        largest = np.fmax.reduce(relative, axis=0, initial=0.0)
+        self.max_rel = np.fmax(self.max_rel, largest.max(axis=0))
+        counts = failing.sum(axis=0)
+        self._first_failure(steps, failing, counts > 0)
+        self.mismatched += counts.sum(axis=0)
+        self.total += n * error.shape[0]
+        self.flushed += flushed
         if not self.exact:
-            self._ulps(per_step, finite_magnitude(expected, keep=2))
+            self._ulps(per_step, magnitude.max(axis=0, initial=0.0))
         if not self.exact and self.per_state:
             self._growth(steps, per_step)
         self.bins.add(steps, per_step if self.points is not None else per_step[:, 0])
         self.last_seen = int(steps[-1])
 
-    def _worst(self, steps: np.ndarray, flat_error: np.ndarray, per_step: np.ndarray) -> None:
-        if flat_error.shape[2] == 0:
+    def _worst(self, steps: np.ndarray, error: np.ndarray, per_step: np.ndarray) -> None:
+        """``error``: ``(E, n, P)``; ``per_step``: ``(n, P)``, its greatest over the elements."""
+        if error.shape[0] == 0:
             self.worst_step[self.worst_step == _NONE] = steps[0]
             return
         # Each point's first row holding its greatest error, then that row's first element:
         # the first greatest in (step, element) order, as a point judged alone finds it.
-        each = np.arange(flat_error.shape[1])
+        each = np.arange(error.shape[2])
         row = np.argmax(per_step, axis=0)
         largest = per_step[row, each]
         better = (self.worst_step == _NONE) | (largest > self.max_abs)
         if better.any():
-            flat = np.argmax(flat_error[row, each], axis=-1)
+            flat = np.argmax(error[:, row, each], axis=0)
             self.max_abs = np.where(better, largest, self.max_abs)
             self.worst_step = np.where(better, steps[row], self.worst_step)
             self.worst_flat = np.where(better, flat, self.worst_flat)
 
-    def _first_failure(self, steps: np.ndarray, flat_failing: np.ndarray) -> None:
+    def _first_failure(self, steps: np.ndarray, failing: np.ndarray, rows: np.ndarray) -> None:
+        """``failing``: ``(E, n, P)``; ``rows``: ``(n, P)``, whether any element fails."""
         pending = self.first_failing_step == _NONE
         if not pending.any():
             return
-        rows = flat_failing.any(axis=2)
         found = np.flatnonzero(pending & rows.any(axis=0))
         if found.size:
             row = np.argmax(rows[:, found], axis=0)
             self.first_failing_step[found] = steps[row]
-            self.first_failing_flat[found] = np.argmax(flat_failing[row, found], axis=-1)
+            self.first_failing_flat[found] = np.argmax(failing[:, row, found], axis=0)
 
     def _ulps(self, per_step: np.ndarray, scale: np.ndarray) -> None:
         dtype = self.dtype or "float64"
@@ -429,7 +459,7 @@ def _largest_per_point(atol: np.ndarray, points: int) -> np.ndarray:
         return np.full(points, float(atol))
     if atol.size == 0:
         return np.zeros(points)
-    largest = atol.reshape(atol.shape[0], atol.shape[1], -1).max(axis=(0, 2))
+    largest = atol.reshape(atol.shape[0], atol.shape[1], -1).max(axis=2).max(axis=0)
     return np.broadcast_to(largest, (points,))
 
 
@@ -468,13 +498,12 @@ def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _flushed(actual: np.ndarray, expected: np.ndarray, tiny: float) -> np.ndarray:
-    """``(P,)``: per point of ``(n, P, ...)`` values, the elements where one side is exactly 0
+    """``(P,)``: per point of ``(E, n, P)`` values, the elements where one side is exactly 0
     and the other a nonzero subnormal."""
     with np.errstate(invalid="ignore"):
         one = (actual == 0) & (expected != 0) & (np.abs(expected) < tiny)
         other = (expected == 0) & (actual != 0) & (np.abs(actual) < tiny)
-    flushed = one | other
-    return flushed.reshape(flushed.shape[0], flushed.shape[1], -1).sum(axis=(0, 2))
+    return (one | other).sum(axis=0).sum(axis=0)
 
 
 class NonfiniteTracker:

@@ -126,3 +126,58 @@ def test_facts_take_a_point_exactly_when_the_accumulator_has_points():
         agreement.SeriesAccumulator("float64", 3, points=2).facts()
     with pytest.raises(ValueError):
         agreement.SeriesAccumulator("float64", 3).facts(0)
+
+
+def _naive_facts(actual, expected, atol, rtol, tiny) -> dict:
+    """The facts of one whole ``(steps, ...)`` series by the definitions, in one pass over
+    everything (no chunks, no point axis, no fast path): what the accumulator must find."""
+    error = agreement.absolute_error(actual, expected)
+    atol = np.asarray(atol, dtype=np.float64)
+    if atol.ndim == 1:
+        atol = atol.reshape((-1,) + (1,) * (expected.ndim - 1))
+    finite = np.isfinite(expected)
+    with np.errstate(invalid="ignore", over="ignore"):
+        allowed = atol + rtol * np.abs(np.where(finite, expected, 0.0))
+    failing = ~((error == 0) | (finite & (error <= allowed)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        relative = np.where(error == 0, 0.0, error / np.abs(expected))
+    worst = np.unravel_index(int(np.argmax(error)), error.shape)
+    failures = np.argwhere(failing)
+    with np.errstate(invalid="ignore"):
+        flushed = ((actual == 0) & (expected != 0) & (np.abs(expected) < tiny)) | (
+            (expected == 0) & (actual != 0) & (np.abs(actual) < tiny)
+        )
+    return {
+        "max_abs": float(error.max()),
+        "max_rel": float(np.where(np.isnan(relative), np.inf, relative).max()),
+        "worst_step": int(worst[0]),
+        "worst_index": tuple(int(i) for i in worst[1:]),
+        "first_failing_step": int(failures[0][0]) if len(failures) else None,
+        "first_failing_index": tuple(int(i) for i in failures[0][1:]) if len(failures) else None,
+        "mismatched": int(failing.sum()),
+        "flushed": int(flushed.sum()) if tiny else 0,
+        "atol": float(np.max(atol)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["number", "per step", "per element"])
+def test_every_point_finds_what_the_definitions_give(kind):
+    """Against the definitions computed directly (not through another accumulator, which would
+    share any mistake of the accumulator's own arithmetic, fast path included): the chunks
+    without a NaN or infinity take the fast path, the others the general one."""
+    dtype = "float32"
+    expected, actual = _series(dtype)
+    atol = _atol(kind, expected)
+    steps = np.arange(STEPS)
+    together = agreement.SeriesAccumulator(dtype, STEPS - 1, points=POINTS)
+    for start, stop in CHUNKS:
+        part = slice(start, stop)
+        chunk_atol = atol[part] if np.ndim(atol) else atol
+        together.add(steps[part], actual[part], expected[part], chunk_atol, 1e-6)
+    for point in range(POINTS):
+        facts = together.facts(point)
+        point_atol = atol[:, point] if np.ndim(atol) > 1 else atol
+        naive = _naive_facts(
+            actual[:, point], expected[:, point], point_atol, 1e-6, tolerances.TINY[dtype]
+        )
+        assert {key: facts[key] for key in naive} == naive, f"point {point} ({kind})"
