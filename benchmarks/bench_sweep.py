@@ -71,6 +71,11 @@ def profile(seeds: int, steps: int, frameworks: list[str]) -> dict[str, float]:
     frameworks in threads, every part timed where it runs. The parts overlap in wall time
     (threads), so they are shares of the work, not of the wall time."""
     sys.path.insert(0, str(HERE.parent))
+    # One OpenMP thread, as crosscheck's framework workers and Dask's workers run: with the
+    # frameworks in threads of one process, torch's default intra-op threads spin against the
+    # others (measured here under load: torch's training 30-60x slower than with one thread),
+    # which says nothing about a sweep.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import importlib
 
     from compare import worker
@@ -102,9 +107,10 @@ def profile(seeds: int, steps: int, frameworks: list[str]) -> dict[str, float]:
     timed(worker.Worker, "_synced", lambda w, a: f"{w.name}: synced steps")
     timed(worker.Worker, "_oracle", lambda w, a: f"{w.name}: oracles")
     for method in ("reference_chunk", "framework_chunk", "independent", "synced_records"):
-        timed(check._SeedJudges, method, lambda j, a: "judge (every seed's accumulators)")
+        timed(check._Judge, method, lambda j, a: "judge (every seed's accumulators)")
     for method in ("synced_next", "own_step", "trained"):
-        timed(check._SeedJudges, method, lambda j, a: "judge (every seed's accumulators)")
+        timed(check._Judge, method, lambda j, a: "judge (every seed's accumulators)")
+    timed(check._Judge, "results", lambda j, a: "judge: every seed's CheckResult")
     started = time.perf_counter()
     results = check.check_seeds(Recipe(steps=steps), list(range(seeds)), frameworks, isolate=False)
     wall = time.perf_counter() - started

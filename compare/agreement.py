@@ -8,7 +8,10 @@ lives in ``compare.quantities``; the verdict lives in ``compare.check``.
 Records arrive in chunks of states while the frameworks train, so every fact here is built by
 an accumulator that sees each chunk once and keeps only a few numbers (greatest errors and
 where, the first failure, counts, a log-spaced growth curve, a fixed number of plot bins):
-nothing grows with the number of steps. This module returns facts; it never formats text.
+nothing grows with the number of steps. The accumulators also take a point axis after the
+states: the seeds of a sweep, each with facts of its own, kept as arrays so that one call per
+chunk serves every seed (exactly the facts each seed's series alone would give). This module
+returns facts; it never formats text.
 """
 
 from __future__ import annotations
@@ -103,27 +106,49 @@ def absolute_error(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(error), np.inf, error)
 
 
-def finite_magnitude(values: np.ndarray) -> np.ndarray:
-    """``(n,)``: the largest finite ``|value|`` of each state of an ``(n, ...)`` array (0 if
-    none)."""
+def finite_magnitude(values: np.ndarray, keep: int = 1) -> np.ndarray:
+    """The largest finite ``|value|`` over every axis after the first ``keep`` (0 if none):
+    ``(n,)``, one per state, of an ``(n, ...)`` array; ``(n, P)``, one per state and point,
+    of an ``(n, P, ...)`` one with ``keep=2``."""
     values = np.abs(np.asarray(values, dtype=np.float64))
-    flat = np.where(np.isfinite(values), values, 0.0).reshape(len(values), -1)
-    return flat.max(axis=1, initial=0.0)
+    flat = np.where(np.isfinite(values), values, 0.0).reshape((*values.shape[:keep], -1))
+    return flat.max(axis=-1, initial=0.0)
+
+
+def _pointed(values: np.ndarray, points: int | None) -> np.ndarray:
+    """``(n, P, ...)`` values as they are, or ``(n, ...)`` ones (``points`` None) as one point.
+
+    Every accumulator here keeps a point axis: the seeds of a sweep (``compare.check``) are
+    the points of one accumulator, each with its own facts, so one call per chunk serves them
+    all; a single series is the case ``P == 1``, through the same code.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    return values[:, None] if points is None else values
 
 
 class RunningMax:
-    """The running maximum of a reference quantity's finite magnitude, state by state."""
+    """The running maximum of a reference quantity's finite magnitude, state by state (and
+    point by point, given ``points``)."""
 
-    def __init__(self) -> None:
-        self.value = 0.0
+    def __init__(self, points: int | None = None) -> None:
+        self.points = points
+        self.values = np.zeros(1 if points is None else points)
+
+    @property
+    def value(self) -> float:
+        """The maximum so far of a single series (``points`` None)."""
+        return float(self.values[0])
 
     def update(self, expected: np.ndarray) -> np.ndarray:
-        """``(n,)``: the maximum over every state so far up to each of this chunk's states."""
+        """The maximum over every state so far up to each of this chunk's states: ``(n,)`` of
+        ``(n, ...)`` values (``points`` None), ``(n, P)`` of ``(n, P, ...)`` values."""
+        expected = _pointed(expected, self.points)
         if len(expected) == 0:
-            return np.zeros(0)
-        running = np.maximum.accumulate(np.maximum(finite_magnitude(expected), self.value))
-        self.value = float(running[-1])
-        return running
+            return np.zeros((0,) if self.points is None else (0, self.points))
+        magnitude = finite_magnitude(expected, keep=2)
+        running = np.maximum.accumulate(np.maximum(magnitude, self.values), axis=0)
+        self.values = running[-1].copy()
+        return running[:, 0] if self.points is None else running
 
 
 def log_spaced_steps(last: int) -> list[int]:
@@ -139,42 +164,68 @@ class BinnedSeries:
     """A per-state series cut into at most ``points`` bins of equal width, for plots.
 
     Each bin keeps the greatest value of its states (``"max"``: spikes stay visible) or its first
-    state's value (``"first"``: a decimated curve). Bins no state reached hold NaN.
+    state's value (``"first"``: a decimated curve). Bins no state reached hold NaN. Given
+    ``seeds``, every seed has a series of its own: ``values`` is ``(bins, seeds)``.
     """
 
-    def __init__(self, states: int, points: int | None = None, reduce: str = "max") -> None:
+    def __init__(
+        self, states: int, points: int | None = None, reduce: str = "max", seeds: int | None = None
+    ) -> None:
         points = PLOT_POINTS if points is None else points
         self.width = max(1, -(-states // points))
         count = -(-states // self.width)
         self.steps = np.arange(count) * self.width
-        self.values = np.full(count, np.nan)
+        self.seeds = seeds
+        self.table = np.full((count, 1 if seeds is None else seeds), np.nan)
         self.reduce = reduce
 
+    @property
+    def values(self) -> np.ndarray:
+        """``(bins,)``, or ``(bins, seeds)`` given ``seeds``."""
+        return self.table[:, 0] if self.seeds is None else self.table
+
     def add(self, steps: np.ndarray, values: np.ndarray) -> None:
-        """Fold the values of ``steps`` into their bins."""
+        """Fold the values of ``steps`` (``(n,)``, or ``(n, seeds)``) into their bins."""
         if len(steps) == 0:
             return
         bins = np.asarray(steps, dtype=np.int64) // self.width
-        values = np.asarray(values, dtype=np.float64)
+        values = _pointed(values, self.seeds)
         if self.reduce == "first":
-            fresh = np.isnan(self.values[bins])
+            # Each bin's first state of this chunk fills it where it is still empty.
             first = np.unique(bins, return_index=True)[1]
-            chosen = first[fresh[first]]
-            self.values[bins[chosen]] = values[chosen]
+            current = self.table[bins[first]]
+            self.table[bins[first]] = np.where(np.isnan(current), values[first], current)
             return
-        current = np.where(np.isnan(self.values), -np.inf, self.values)
-        np.maximum.at(current, bins, np.where(np.isnan(values), np.inf, values))
-        self.values = np.where(np.isneginf(current), np.nan, current)
+        # Only the bins this chunk reaches (a few of ``PLOT_POINTS``, each ``seeds`` wide).
+        low, high = int(bins.min()), int(bins.max()) + 1
+        window = self.table[low:high]
+        current = np.where(np.isnan(window), -np.inf, window)
+        np.maximum.at(current, bins - low, np.where(np.isnan(values), np.inf, values))
+        self.table[low:high] = np.where(current == -np.inf, np.nan, current)
+
+
+#: A seed's step or index not found yet (no failure, no crossing).
+_NONE = -1
 
 
 class SeriesAccumulator:
     """Compares one framework's series of one quantity with the reference's, chunk by chunk.
 
-    Chunks must arrive in step order. Memory is a few numbers plus ``PLOT_POINTS`` bins.
+    With ``points`` (the seeds of a sweep), every chunk holds ``(n, P, ...)`` values and every
+    fact is kept per point, as ``P`` separate accumulators would keep it: ``facts(p)`` is
+    exactly what an accumulator fed point ``p`` alone finds. Without, a chunk is ``(n, ...)``.
+    Chunks must arrive in step order. Memory is a few numbers per point plus ``PLOT_POINTS``
+    bins.
     """
 
     def __init__(
-        self, dtype: str | None, last_step: int, *, exact: bool = False, per_state: bool = True
+        self,
+        dtype: str | None,
+        last_step: int,
+        *,
+        exact: bool = False,
+        per_state: bool = True,
+        points: int | None = None,
     ) -> None:
         """
         Args:
@@ -182,29 +233,35 @@ class SeriesAccumulator:
             last_step: The last step this series will hold (for the growth curve and bins).
             exact: Compared exactly (no ULPs, growth or crossings).
             per_state: A series over the steps (else one value: no growth or crossings).
+            points: The points (seeds) of every chunk, after its state axis; ``None``: none.
         """
         self.dtype = dtype
         self.exact = exact
         self.per_state = per_state
+        self.points = points
+        count = 1 if points is None else points
         self.tiny = 0.0 if exact or dtype is None else tolerances.TINY[dtype]
-        self.max_abs = 0.0
-        self.max_rel = 0.0
-        self.worst_step: int | None = None
-        self.worst_index: tuple[int, ...] = ()
-        self.first_failing_step: int | None = None
-        self.first_failing_index: tuple[int, ...] | None = None
-        self.mismatched = 0
+        self.element_shape: tuple[int, ...] = ()
+        self.max_abs = np.zeros(count)
+        self.max_rel = np.zeros(count)
+        self.worst_step = np.full(count, _NONE, dtype=np.int64)
+        self.worst_flat = np.full(count, _NONE, dtype=np.int64)
+        self.first_failing_step = np.full(count, _NONE, dtype=np.int64)
+        self.first_failing_flat = np.full(count, _NONE, dtype=np.int64)
+        self.mismatched = np.zeros(count, dtype=np.int64)
         self.total = 0
-        self.flushed = 0
-        self.max_atol = 0.0
-        self.max_ulp = 0.0
-        self.reached = 0.0
+        self.flushed = np.zeros(count, dtype=np.int64)
+        self.max_atol = np.zeros(count)
+        self.max_ulp = np.zeros(count)
+        self.reached = np.zeros(count)
         self.last_seen: int | None = None
-        self.growth: list[tuple[int, float]] = []
+        self.growth: list[tuple[int, np.ndarray]] = []
         self._checkpoints = log_spaced_steps(max(last_step, 0))
         self._next_checkpoint = 0
-        self.crossings: dict[float, int | None] = dict.fromkeys(DRIFT_THRESHOLDS)
-        self.bins = BinnedSeries(last_step + 1)
+        self.crossings = {
+            threshold: np.full(count, _NONE, dtype=np.int64) for threshold in DRIFT_THRESHOLDS
+        }
+        self.bins = BinnedSeries(last_step + 1, seeds=points)
 
     def add(
         self,
@@ -218,85 +275,129 @@ class SeriesAccumulator:
 
         Args:
             steps: ``(n,)``: the step of each row.
-            actual: ``(n, ...)``: the framework's values.
-            expected: ``(n, ...)``: the reference's values.
-            atol: The absolute tolerance: a number, one per step ``(n,)``, or per element.
+            actual: ``(n, ...)``, or ``(n, P, ...)`` given ``points``: the framework's values.
+            expected: Shaped as ``actual``: the reference's values.
+            atol: The absolute tolerance: a number, one per step ``(n,)``, one per step and
+                point ``(n, P)`` (given ``points``), or one per element (``actual``'s shape).
             rtol: The relative tolerance.
         """
         steps = np.asarray(steps, dtype=np.int64)
         n = len(steps)
         if n == 0:
             return
-        actual = np.asarray(actual, dtype=np.float64)
-        expected = np.asarray(expected, dtype=np.float64)
-        error = absolute_error(actual, expected)
+        actual = _pointed(actual, self.points)
+        expected = _pointed(expected, self.points)
+        if actual.shape != expected.shape:
+            raise ValueError(f"shapes differ: {actual.shape} vs {expected.shape}")
         atol = np.asarray(atol, dtype=np.float64)
-        if atol.ndim == 1 and expected.ndim > 1:
-            atol = atol.reshape((n,) + (1,) * (expected.ndim - 1))
-        finite = np.isfinite(expected)
-        magnitude = np.abs(np.where(finite, expected, 0.0))
+        if self.points is None and atol.ndim >= 1:
+            atol = atol[:, None]
+        if 1 <= atol.ndim < expected.ndim:
+            atol = atol.reshape(atol.shape + (1,) * (expected.ndim - atol.ndim))
+        points = expected.shape[1]
+        self.element_shape = expected.shape[2:]
+        # The elements first: ``(E, n, P)`` views, and every array computed from them laid out
+        # so, since the reductions over the elements (a few, for a small network) are then
+        # elementwise passes over contiguous ``(n, P)`` slabs, not a thousand short rows: a
+        # thousand seeds cost a few passes over the chunk.
+        a = np.moveaxis(actual.reshape(n, points, -1), 2, 0)
+        b = np.moveaxis(expected.reshape(n, points, -1), 2, 0)
+        tolerance = atol if atol.ndim == 0 else np.moveaxis(atol.reshape(*atol.shape[:2], -1), 2, 0)
+        error = np.empty(a.shape)
         with np.errstate(invalid="ignore", over="ignore"):
-            allowed = atol + rtol * magnitude
-        # A non-finite reference value is matched only by the identical value. An infinite
-        # atol marks an element the dtype may overflow computing (compare.term_bounds): any
-        # value, finite or not, is an honest outcome there.
-        unjudged = np.isposinf(atol)
-        failing = ~((error == 0) | (finite & (error <= allowed)) | unjudged)
-        judged_atol = np.where(unjudged, 0.0, atol)
-        self.max_atol = max(self.max_atol, float(np.max(judged_atol)) if atol.size else 0.0)
-        element_shape = expected.shape[1:]
-        flat_error = error.reshape(n, -1)
-        per_step = flat_error.max(axis=1, initial=0.0)
-        self._worst(steps, flat_error, element_shape)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            relative = np.where(error == 0, 0.0, error / np.abs(expected))
-        if relative.size:
-            self.max_rel = max(self.max_rel, float(_nan_is_inf(relative).max()))
-        flat_failing = failing.reshape(n, -1)
-        if self.first_failing_step is None:
-            rows = np.flatnonzero(flat_failing.any(axis=1))
-            if rows.size:
-                row = int(rows[0])
-                flat = int(np.argmax(flat_failing[row]))
-                self.first_failing_step = int(steps[row])
-                self.first_failing_index = _index(flat, element_shape)
-        self.mismatched += int(failing.sum())
-        self.total += int(failing.size)
-        if self.tiny:
-            self.flushed += _flushed(actual, expected, self.tiny)
+            np.abs(np.subtract(a, b, out=error), out=error)
+        per_step = error.max(axis=0, initial=0.0)
+        if np.isfinite(per_step).all() and (atol.size == 0 or np.min(atol) >= 0):
+            # Both sides finite everywhere (a NaN or infinity on either side makes its
+            # difference non-finite) and atol >= 0: the general rule below reduces to
+            # ``error > allowed`` and every value here is what it computes, in fewer passes.
+            magnitude = np.abs(b, out=np.empty(a.shape))
+            allowed = rtol * magnitude
+            allowed += tolerance
+            failing = error > allowed
+            with np.errstate(invalid="ignore", divide="ignore"):
+                # 0 / 0 (equal zeros) is NaN here and 0 there: fmax skips NaN.
+                relative = error / magnitude
+            flushed = 0
+            if self.tiny and np.any((error > 0) & (error < self.tiny)):
+                flushed = _flushed(a, b, self.tiny)
+        else:
+            error = absolute_error(a, b)
+            per_step = error.max(axis=0, initial=0.0)
+            finite = np.isfinite(b)
+            magnitude = np.abs(np.where(finite, b, 0.0))
+            with np.errstate(invalid="ignore", over="ignore"):
+                allowed = tolerance + rtol * magnitude
+            # A non-finite reference value is matched only by the identical value. An infinite
+            # atol marks an element the dtype may overflow computing (compare.term_bounds): any
+            # value, finite or not, is an honest outcome there.
+            unjudged = np.isposinf(tolerance)
+            failing = ~((error == 0) | (finite & (error <= allowed)) | unjudged)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                relative = _nan_is_inf(np.where(error == 0, 0.0, error / np.abs(b)))
+            flushed = _flushed(a, b, self.tiny) if self.tiny else 0
+        judged_atol = np.where(np.isposinf(atol), 0.0, atol)  # the unjudged are not reported
+        self.max_atol = np.maximum(self.max_atol, _largest_per_point(judged_atol, points))
+        self._worst(steps, error, per_step)
+        largest = np.fmax.reduce(relative, axis=0, initial=0.0)
+        self.max_rel = np.fmax(self.max_rel, largest.max(axis=0))
+        counts = failing.sum(axis=0)
+        self._first_failure(steps, failing, counts > 0)
+        self.mismatched += counts.sum(axis=0)
+        self.total += n * error.shape[0]
+        self.flushed += flushed
         if not self.exact:
-            self._ulps(per_step, finite_magnitude(expected))
+            self._ulps(per_step, magnitude.max(axis=0, initial=0.0))
         if not self.exact and self.per_state:
             self._growth(steps, per_step)
-        self.bins.add(steps, per_step)
+        self.bins.add(steps, per_step if self.points is not None else per_step[:, 0])
         self.last_seen = int(steps[-1])
 
-    def _worst(self, steps: np.ndarray, flat_error: np.ndarray, element_shape: tuple) -> None:
-        if flat_error.size == 0:
-            if self.worst_step is None:
-                self.worst_step = int(steps[0])
+    def _worst(self, steps: np.ndarray, error: np.ndarray, per_step: np.ndarray) -> None:
+        """``error``: ``(E, n, P)``; ``per_step``: ``(n, P)``, its greatest over the elements."""
+        if error.shape[0] == 0:
+            self.worst_step[self.worst_step == _NONE] = steps[0]
             return
-        row, flat = np.unravel_index(int(np.argmax(flat_error)), flat_error.shape)
-        largest = float(flat_error[row, flat])
-        if self.worst_step is None or largest > self.max_abs:
-            self.max_abs = largest
-            self.worst_step = int(steps[row])
-            self.worst_index = _index(int(flat), element_shape)
+        # Each point's first row holding its greatest error, then that row's first element:
+        # the first greatest in (step, element) order, as a point judged alone finds it.
+        each = np.arange(error.shape[2])
+        row = np.argmax(per_step, axis=0)
+        largest = per_step[row, each]
+        better = (self.worst_step == _NONE) | (largest > self.max_abs)
+        if better.any():
+            flat = np.argmax(error[:, row, each], axis=0)
+            self.max_abs = np.where(better, largest, self.max_abs)
+            self.worst_step = np.where(better, steps[row], self.worst_step)
+            self.worst_flat = np.where(better, flat, self.worst_flat)
+
+    def _first_failure(self, steps: np.ndarray, failing: np.ndarray, rows: np.ndarray) -> None:
+        """``failing``: ``(E, n, P)``; ``rows``: ``(n, P)``, whether any element fails."""
+        pending = self.first_failing_step == _NONE
+        if not pending.any():
+            return
+        found = np.flatnonzero(pending & rows.any(axis=0))
+        if found.size:
+            row = np.argmax(rows[:, found], axis=0)
+            self.first_failing_step[found] = steps[row]
+            self.first_failing_flat[found] = np.argmax(failing[:, row, found], axis=0)
 
     def _ulps(self, per_step: np.ndarray, scale: np.ndarray) -> None:
         dtype = self.dtype or "float64"
         with np.errstate(invalid="ignore"):
             ulps = per_step / tolerances.ulp_scale(scale, dtype)
         if ulps.size:
-            self.max_ulp = max(self.max_ulp, float(_nan_is_inf(ulps).max()))
+            self.max_ulp = np.maximum(self.max_ulp, _nan_is_inf(ulps).max(axis=0))
 
     def _growth(self, steps: np.ndarray, per_step: np.ndarray) -> None:
         for threshold, crossed in self.crossings.items():
-            if crossed is None:
-                hits = np.flatnonzero(per_step >= threshold)
-                if hits.size:
-                    self.crossings[threshold] = int(steps[hits[0]])
-        reached = np.maximum.accumulate(np.maximum(per_step, self.reached))
+            pending = crossed == _NONE
+            if not pending.any():
+                continue
+            hits = per_step >= threshold
+            found = np.flatnonzero(pending & hits.any(axis=0))
+            if found.size:
+                crossed[found] = steps[np.argmax(hits[:, found], axis=0)]
+        reached = np.maximum.accumulate(np.maximum(per_step, self.reached), axis=0)
         checkpoints = self._checkpoints
         while self._next_checkpoint < len(checkpoints):
             checkpoint = checkpoints[self._next_checkpoint]
@@ -304,34 +405,66 @@ class SeriesAccumulator:
                 break
             position = int(np.searchsorted(steps, checkpoint, side="right")) - 1
             value = reached[position] if position >= 0 else self.reached
-            self.growth.append((checkpoint, float(value)))
+            self.growth.append((checkpoint, value.copy()))
             self._next_checkpoint += 1
-        self.reached = float(reached[-1])
+        self.reached = reached[-1].copy()
 
-    def facts(self) -> dict[str, object]:
-        """The fact fields of ``Comparison``, from ``max_abs`` on (not ``gating``)."""
+    def passed(self) -> np.ndarray:
+        """``(P,)`` (``(1,)`` without points): every element of every step within tolerance."""
+        return self.first_failing_step == _NONE
+
+    def facts(self, point: int | None = None) -> dict[str, object]:
+        """The fact fields of ``Comparison``, from ``max_abs`` on (not ``gating``), of point
+        ``point`` (given ``points``; else the one series)."""
+        if (point is None) != (self.points is None):
+            raise ValueError("facts takes a point exactly when the accumulator has points")
+        p = 0 if point is None else point
         growth: tuple[tuple[int, float], ...] = ()
         crossings: tuple[tuple[float, int | None], ...] = ()
         if not self.exact and self.per_state:
-            growth = tuple(self.growth)
+            growth = tuple((step, float(values[p])) for step, values in self.growth)
             if self.last_seen is not None and (not growth or growth[-1][0] < self.last_seen):
-                growth += ((self.last_seen, self.reached),)
-            crossings = tuple(self.crossings.items())
+                growth += ((self.last_seen, float(self.reached[p])),)
+            crossings = tuple(
+                (threshold, _step_or_none(crossed[p]))
+                for threshold, crossed in self.crossings.items()
+            )
+        first = _step_or_none(self.first_failing_step[p])
+        worst_step = int(self.worst_step[p])
         return {
-            "max_abs": self.max_abs,
-            "max_rel": self.max_rel,
-            "worst_step": 0 if self.worst_step is None else self.worst_step,
-            "worst_index": self.worst_index,
-            "first_failing_step": self.first_failing_step,
-            "first_failing_index": self.first_failing_index,
-            "mismatched": self.mismatched,
-            "total": self.total,
-            "atol": self.max_atol,
-            "max_ulp": None if self.exact else self.max_ulp,
+            "max_abs": float(self.max_abs[p]),
+            "max_rel": float(self.max_rel[p]),
+            "worst_step": 0 if worst_step == _NONE else worst_step,
+            "worst_index": ()
+            if self.worst_flat[p] == _NONE
+            else _index(int(self.worst_flat[p]), self.element_shape),
+            "first_failing_step": first,
+            "first_failing_index": None
+            if first is None
+            else _index(int(self.first_failing_flat[p]), self.element_shape),
+            "mismatched": int(self.mismatched[p]),
+            "total": int(self.total),
+            "atol": float(self.max_atol[p]),
+            "max_ulp": None if self.exact else float(self.max_ulp[p]),
             "growth": growth,
             "crossings": crossings,
-            "flushed": self.flushed,
+            "flushed": int(self.flushed[p]),
         }
+
+
+def _step_or_none(step: np.integer) -> int | None:
+    return None if step == _NONE else int(step)
+
+
+def _largest_per_point(atol: np.ndarray, points: int) -> np.ndarray:
+    """``(P,)``: each point's largest absolute tolerance of ``atol`` (a number, or ``(n, P or
+    1, ...)``); 0 where it has no element."""
+    if atol.ndim == 0:
+        return np.full(points, float(atol))
+    if atol.size == 0:
+        return np.zeros(points)
+    largest = atol.reshape(atol.shape[0], atol.shape[1], -1).max(axis=2).max(axis=0)
+    return np.broadcast_to(largest, (points,))
 
 
 def merge_facts(primary: dict[str, object], extra: dict[str, object]) -> dict[str, object]:
@@ -368,31 +501,38 @@ def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
 
 
-def _flushed(actual: np.ndarray, expected: np.ndarray, tiny: float) -> int:
-    """Elements where one side is exactly 0 and the other a nonzero subnormal."""
+def _flushed(actual: np.ndarray, expected: np.ndarray, tiny: float) -> np.ndarray:
+    """``(P,)``: per point of ``(E, n, P)`` values, the elements where one side is exactly 0
+    and the other a nonzero subnormal."""
     with np.errstate(invalid="ignore"):
         one = (actual == 0) & (expected != 0) & (np.abs(expected) < tiny)
         other = (expected == 0) & (actual != 0) & (np.abs(actual) < tiny)
-    return int(np.count_nonzero(one | other))
+    return (one | other).sum(axis=0).sum(axis=0)
 
 
 class NonfiniteTracker:
-    """The first state at which a framework's loss, parameters or gradients hold NaN or inf."""
+    """The first state at which a framework's loss, parameters or gradients hold NaN or inf,
+    per point (seed) of its records."""
 
-    def __init__(self) -> None:
-        self.first: int | None = None
+    def __init__(self, points: int = 1) -> None:
+        self.steps = np.full(points, _NONE, dtype=np.int64)
+
+    def first(self, point: int = 0) -> int | None:
+        """Point ``point``'s first non-finite state, or ``None``."""
+        return _step_or_none(self.steps[point])
 
     def add(self, steps: np.ndarray, records: dict[str, np.ndarray], quantities) -> None:
-        """Look at one chunk's ``quantities`` (names of records with a leading state axis)."""
-        if self.first is not None or len(steps) == 0:
+        """Look at one chunk's ``quantities`` (names of records shaped ``(n, P, ...)``)."""
+        pending = self.steps == _NONE
+        if not pending.any() or len(steps) == 0:
             return
-        bad = np.zeros(len(steps), dtype=bool)
+        bad = np.zeros((len(steps), len(self.steps)), dtype=bool)
         for quantity in quantities:
-            values = np.asarray(records[quantity], dtype=np.float64).reshape(len(steps), -1)
-            bad |= ~np.isfinite(values).all(axis=1)
-        found = np.flatnonzero(bad)
+            values = np.asarray(records[quantity], dtype=np.float64)
+            bad |= ~np.isfinite(values.reshape((*bad.shape, -1))).all(axis=2)
+        found = np.flatnonzero(pending & bad.any(axis=0))
         if found.size:
-            self.first = int(steps[found[0]])
+            self.steps[found] = np.asarray(steps)[np.argmax(bad[:, found], axis=0)]
 
 
 def nonfinite_facts(first_steps: dict[str, int | None]) -> dict[str, object]:

@@ -35,8 +35,10 @@ accumulators (``compare.agreement``) and drops it, so memory does not grow with 
 
 **Seeds** (``check_seeds``): one harness run trains every seed's initial weights side by side,
 as the ``P`` points of each framework's ``train`` (``implementations.contract``); the synced and
-own-step jobs step from every seed's state at once. Each seed has a ``_Judge`` of its own
-(``_SeedJudges`` hands it its point of every record), so each seed's ``CheckResult`` is what
+own-step jobs step from every seed's state at once. The one ``_Judge`` keeps every fact per
+seed: its accumulators take each chunk with its seed axis and keep each seed's greatest error,
+first failure, counts, growth and bins apart (``agreement.SeriesAccumulator`` with ``points``),
+so one call per chunk and quantity serves every seed, and each seed's ``CheckResult`` is what
 ``check`` finds for that seed alone; ``check`` is ``check_seeds`` with one seed. The oracles
 check gradient formulas, which do not depend on the seed, so they run for the first seed (or
 first few, ``oracle_seeds``); ``CheckResult.oracle_seeds`` says which seeds they checked.
@@ -381,17 +383,15 @@ def check_seeds(
             oracle_points=points,
         )
         harness.check_memory(plan, trajectories is True, workers.processes)
-        judges = _SeedJudges([_Judge(plan, mode, rtol, atol, trajectories) for _ in recipes])
-        stats = harness.run(workers, plan, judges, progress)
+        judge = _Judge(plan, mode, rtol, atol, trajectories)
+        stats = harness.run(workers, plan, judge, progress)
         pids = {name: handle.pid for name, handle in workers.handles.items()}
+    results = judge.results(recipes, dataset, pids)
     with_oracles = tuple(recipes[point].init_seed for point in points)
-    results = []
-    for one, judge in zip(recipes, judges.judges, strict=True):
-        result = judge.result(one, dataset, pids)
+    for result in results:
         result.stats = stats
         result.oracle_seeds = with_oracles
         result.batch_seeds = len(recipes)
-        results.append(result)
     return results
 
 
@@ -509,88 +509,14 @@ def trained_model_comparisons(
     ]
 
 
-def _point(records: dict, point: int) -> dict:
-    """One seed's records: every array's point ``point`` (axis 1, after the states)."""
-    return {q: v[:, point] for q, v in records.items()}
-
-
-class _SeedJudges:
-    """The harness's consumer for ``P`` seeds: hands each seed's ``_Judge`` its point of every
-    record, so each seed is judged exactly as it would be alone."""
-
-    def __init__(self, judges: list[_Judge]) -> None:
-        self.judges = judges
-
-    def reference_chunk(self, steps: np.ndarray, records: dict) -> dict:
-        found = [j.reference_chunk(steps, _point(records, p)) for p, j in enumerate(self.judges)]
-        # Stored with the reference's records, so the annotations carry the point axis too.
-        return {key: np.stack([each[key] for each in found], axis=1) for key in found[0]}
-
-    def framework_chunk(self, framework: str, steps: np.ndarray, records: dict) -> None:
-        for p, judge in enumerate(self.judges):
-            judge.framework_chunk(framework, steps, _point(records, p))
-
-    def independent(self, framework: str, steps: np.ndarray, actual: dict, expected: dict) -> None:
-        for p, judge in enumerate(self.judges):
-            judge.independent(framework, steps, _point(actual, p), _point(expected, p))
-
-    def synced_records(
-        self, framework: str, steps: np.ndarray, actual: dict, expected: dict
-    ) -> None:
-        for p, judge in enumerate(self.judges):
-            judge.synced_records(framework, steps, _point(actual, p), _point(expected, p))
-
-    def synced_next(
-        self, framework: str, steps: np.ndarray, actual: dict, expected: dict, before: dict
-    ) -> None:
-        for p, judge in enumerate(self.judges):
-            judge.synced_next(
-                framework, steps, _point(actual, p), _point(expected, p), _point(before, p)
-            )
-
-    def own_step(
-        self,
-        framework: str,
-        steps: np.ndarray,
-        actual: dict,
-        actual_next: dict,
-        expected: dict,
-        expected_next: dict,
-    ) -> None:
-        for p, judge in enumerate(self.judges):
-            judge.own_step(
-                framework,
-                steps,
-                _point(actual, p),
-                _point(actual_next, p),
-                _point(expected, p),
-                _point(expected_next, p),
-            )
-
-    def trained(self, framework: str, facts: dict) -> None:
-        # Each seed's share of the time its framework took to train them all.
-        seconds = facts["seconds"] / len(self.judges)
-        for p, judge in enumerate(self.judges):
-            judge.trained(
-                framework,
-                {
-                    "seconds": seconds,
-                    "test_outputs": facts["test_outputs"][p],
-                    "train_outputs": facts["train_outputs"][p],
-                },
-            )
-
-    def oracle(self, framework: str, state: int, point: int, results: list) -> None:
-        self.judges[point].oracle(framework, state, results)
-
-    def environment(self, framework: str, when: str, switches: dict) -> None:
-        for judge in self.judges:
-            judge.environment(framework, when, switches)
-
-
 class _Judge:
-    """The consumer of the harness's records for one seed: the accumulators of every
-    comparison."""
+    """The consumer of the harness's records: the accumulators of every comparison, each with
+    the plan's point (seed) axis.
+
+    Every record arrives ``(n, P, ...)`` (``harness.Consumer``); each accumulator keeps every
+    fact per point (``agreement.SeriesAccumulator``), so one call per chunk and quantity
+    serves every seed, and ``results`` gives each seed the ``CheckResult`` it would get alone.
+    """
 
     def __init__(
         self,
@@ -602,6 +528,7 @@ class _Judge:
     ) -> None:
         self.plan = plan
         self.problem = problem = plan.problem
+        self.points = points = plan.points
         self.mode = mode
         self.dtype = dtype = problem.dtype
         batches = problem.batches
@@ -621,19 +548,23 @@ class _Judge:
         self.given: dict[tuple[str, str, str], agreement.SeriesAccumulator] = {}
         self.given_atol = tolerances.given_state(dtype).atol_at(0.0)
         floats = [q for q in quantities.records_at_state(problem) if not quantities.is_exact(q)]
-        self.scales = {q: agreement.RunningMax() for q in floats}
+        self.scales = {q: agreement.RunningMax(points) for q in floats}
         self.own_running = {
-            name: {q: agreement.RunningMax() for q in floats} for name in plan.trainers
+            name: {q: agreement.RunningMax(points) for q in floats} for name in plan.trainers
         }
         self.own_scales: dict[str, tuple[np.ndarray, dict]] = {}
-        self.nonfinite = {name: agreement.NonfiniteTracker() for name in plan.trainers}
+        self.nonfinite = {name: agreement.NonfiniteTracker(points) for name in plan.trainers}
         self.loss_bins = {
-            name: agreement.BinnedSeries(plan.steps + 1, reduce="first") for name in plan.trainers
+            name: agreement.BinnedSeries(plan.steps + 1, reduce="first", seeds=points)
+            for name in plan.trainers
         }
-        self.final_loss: dict[str, float] = {}
+        # Framework -> ``(P,)``: each point's loss at the last state.
+        self.final_loss: dict[str, np.ndarray] = {}
+        # Framework -> parameter -> ``(P, ...)``: each point's trained parameters.
         self.final_params: dict[str, dict[str, np.ndarray]] = {}
         self.finished: dict[str, dict] = {}
-        self.oracles: dict[str, list] = {name: [] for name in plan.frameworks}
+        # Point -> framework -> its oracle results (only the plan's oracle points have any).
+        self.oracles: dict[int, dict[str, list]] = {}
         self.readings: dict[str, list[tuple[str, dict]]] = {name: [] for name in plan.frameworks}
         self.kept: dict[str, dict[str, list]] | None = (
             {name: {q: [] for q in problem.record_names()} for name in plan.trainers}
@@ -651,13 +582,14 @@ class _Judge:
         # a parameter beyond the independent tolerance (``_note_onset``), and the reference's
         # last state of the previous chunk with its scales, to pair with the next chunk's first.
         self.watch_onset = dtype == "float64" and bool(plan.independent) and not plan.synced
-        self.onset: int | None = None
+        self.onset = np.full(self.points or 1, -1, dtype=np.int64)  # per point; -1: none
         self.last_reference: tuple[np.ndarray, dict, dict] | None = None
         # The first step starts from the shared initial state: the reference's records at
         # states 0 and 1 with its scales at 0, and whether each framework's state 1 is what its
         # update makes of its measured gradient (``_first_step``).
         self.first_step_reference: tuple[dict, dict, dict] | None = None
-        self.first_step_ok: dict[str, bool] = {}
+        self.first_step_ok: dict[str, np.ndarray] = {}  # framework -> (P,)
+        self.weights_outputs: dict[str, np.ndarray] | None = None
         self.watched = (
             "loss",
             *(q for q in problem.record_names() if quantities.parameter(q) is not None),
@@ -681,6 +613,7 @@ class _Judge:
                 last,
                 exact=quantities.is_exact(quantity),
                 per_state=not quantities.is_final(quantity),
+                points=self.points,
             )
         return self.accumulators[key]
 
@@ -690,7 +623,7 @@ class _Judge:
         # Each synced record's atol scales with the running maximum of the reference's magnitude
         # (causal: see compare.tolerances), computed once here in state order.
         scales = {q: running.update(records[q]) for q, running in self.scales.items()}
-        if self.watch_onset and self.onset is None:
+        if self.watch_onset and (self.onset < 0).any():
             self._note_onset(steps, records, scales)
         annotations = {("scale", q): values for q, values in scales.items()}
         if self.plan.synced:
@@ -720,7 +653,7 @@ class _Judge:
             return
         before = {q: v[pairs] for q, v in records.items()}
         count = before.get(quantities.STEP_COUNT)
-        outgrown = np.zeros(len(pairs), dtype=bool)
+        outgrown = np.zeros((len(pairs), self.onset.size), dtype=bool)
         first = np.nonzero(steps[pairs] == 0)[0]
         if len(first):
             at = pairs[first[0]]
@@ -736,7 +669,8 @@ class _Judge:
             parameter = quantities.parameter(q)
             grad_rule = self._rule("synced", gradient)
             grad = before[gradient]
-            scale = scales[gradient][pairs].reshape((-1,) + (1,) * (grad.ndim - 1))
+            scale = scales[gradient][pairs]
+            scale = scale.reshape(scale.shape + (1,) * (grad.ndim - scale.ndim))
             with np.errstate(invalid="ignore", over="ignore"):
                 allowance = tolerances.update_allowance(
                     problem.optimizer,
@@ -754,17 +688,31 @@ class _Judge:
                 )
                 if q in parameters:
                     outgrown |= tolerances.step_outgrows_independent(
-                        allowance, grad, records[q][pairs + 1], self.rules["independent"]
+                        allowance, grad, records[q][pairs + 1], self.rules["independent"], lead=2
                     )
-        if outgrown.any():
-            self.onset = int(steps[pairs[np.argmax(outgrown)]] + 1)
+        found = (self.onset < 0) & outgrown.any(axis=0)
+        first = np.argmax(outgrown, axis=0)
+        self.onset[found] = steps[pairs[first[found]]] + 1
 
     def _term_bounds(self, steps: np.ndarray, records: dict) -> dict:
         """``("terms", q)`` -> ``(n, ...)``: the allowance of the loss and every gradient
         element at the states ``steps`` held in ``records`` (``compare.term_bounds``)."""
-        plan = self.plan
-        found = term_bounds.state_bounds(self.problem, records, plan.X, plan.Y, steps)
-        return {("terms", q): term_bounds.allowance(bound) for q, bound in found.items()}
+        plan, points = self.plan, self.onset.size
+        # The states of every point side by side: ``(n, P, ...)`` as ``n * P`` states, each
+        # point at state k on step k's batch.
+        flat = {
+            q: np.asarray(records[q]).reshape((-1, *np.shape(records[q])[2:]))
+            for q in self.problem.network.param_quantities.values()
+        }
+        found = term_bounds.state_bounds(
+            self.problem, flat, plan.X, plan.Y, np.repeat(np.asarray(steps), points)
+        )
+        return {
+            ("terms", q): term_bounds.allowance(bound).reshape(
+                (len(steps), points, *bound.shape[1:])
+            )
+            for q, bound in found.items()
+        }
 
     def framework_chunk(self, framework: str, steps: np.ndarray, records: dict) -> None:
         self.nonfinite[framework].add(steps, records, self.watched)
@@ -781,9 +729,9 @@ class _Judge:
                 running = {q: np.concatenate([previous[1][q][-1:], v]) for q, v in running.items()}
             self.own_scales[framework] = (steps, running)
         if len(steps) and steps[-1] == self.plan.steps:
-            self.final_loss[framework] = float(records["loss"][-1])
+            self.final_loss[framework] = np.array(records["loss"][-1], dtype=np.float64)
             self.final_params[framework] = {
-                name: np.array(records[q][-1:])
+                name: np.array(records[q][-1])
                 for name, q in self.problem.network.param_quantities.items()
             }
         if self.kept is not None:
@@ -824,37 +772,42 @@ class _Judge:
         i, j = int(at[0][0]), int(at[1][0])
         before, after, scales = self.first_step_reference
         problem, rule, ok = self.problem, self.rules["next-state"], True
+        # Every array below is ``(P, ...)``: the points stand where update_allowance's states do.
+        points = self.onset.size
+        ok = np.ones(points, dtype=bool)
         for q in quantities.next_state(problem):
             a, b = np.asarray(actual[q][j], float), np.asarray(after[q], float)
             if quantities.is_exact(q):
-                ok &= bool(np.array_equal(a, b))
+                ok &= (a == b).reshape(points, -1).all(axis=1)
                 continue
             gradient = quantities.gradient_of(q)
             parameter = quantities.parameter(q)
             grad_rule = self._rule("synced", gradient)
-            grad = before[gradient][None]
+            grad = np.asarray(before[gradient], float)
+            scale = np.asarray(scales[gradient], float)
+            scale = scale.reshape(scale.shape + (1,) * (grad.ndim - scale.ndim))
             with np.errstate(invalid="ignore", over="ignore"):
                 measured = np.abs(np.asarray(actual[gradient][i], float) - grad)
-                tau = grad_rule.atol_at(scales[gradient]) + grad_rule.rtol * np.abs(grad)
+                tau = grad_rule.atol_at(scale) + grad_rule.rtol * np.abs(grad)
                 allowance = tolerances.update_allowance(
                     problem.optimizer,
                     quantities.buffer(q),
                     self.dtype,
                     grad=grad,
                     grad_allowed=np.maximum(tau, np.nan_to_num(measured, nan=0.0)),
-                    param=before[problem.network.param_quantities[parameter]][None],
-                    change=np.abs(b - before[q])[None],
-                    count=np.atleast_1d(before[quantities.STEP_COUNT])
+                    param=before[problem.network.param_quantities[parameter]],
+                    change=np.abs(b - before[q]),
+                    count=np.asarray(before[quantities.STEP_COUNT])
                     if quantities.STEP_COUNT in before
                     else None,
                     buffers={
-                        buffer: before[name][None]
+                        buffer: before[name]
                         for buffer, name in quantities.optimizer_buffers(problem, parameter).items()
                     },
-                )[0]
+                )
                 allowed = np.maximum(rule.floor, rule.atol + np.nan_to_num(allowance, nan=0.0))
                 close = np.abs(a - b) <= allowed + rule.rtol * np.abs(b)
-                ok &= bool(np.all(close | (np.isnan(a) & np.isnan(b))))
+                ok &= (close | (np.isnan(a) & np.isnan(b))).reshape(points, -1).all(axis=1)
         self.first_step_ok[framework] = ok
 
     def synced_records(
@@ -906,7 +859,9 @@ class _Judge:
             # update is below the tolerance.
             key = (framework, against, q)
             if key not in self.given:
-                self.given[key] = agreement.SeriesAccumulator(self.dtype, self.plan.steps)
+                self.given[key] = agreement.SeriesAccumulator(
+                    self.dtype, self.plan.steps, points=self.points
+                )
             self.given[key].add(steps, actual[q], expected[q], self.given_atol, 0.0)
         for q in quantities.records_at_state(self.problem):
             rule = self._rule("synced", q)
@@ -979,8 +934,9 @@ class _Judge:
     def trained(self, framework: str, facts: dict) -> None:
         self.finished[framework] = facts
 
-    def oracle(self, framework: str, state: int, results: list) -> None:
-        self.oracles[framework].extend(results)
+    def oracle(self, framework: str, state: int, point: int, results: list) -> None:
+        found = self.oracles.setdefault(point, {name: [] for name in self.plan.frameworks})
+        found[framework].extend(results)
 
     def environment(self, framework: str, when: str, switches: dict) -> None:
         self.readings[framework].append((when, switches))
@@ -988,13 +944,13 @@ class _Judge:
     # -- the verdict ----------------------------------------------------------------------------
 
     def _comparison(
-        self, mode: str, framework: str, against: str, quantity: str, gating: bool
+        self, mode: str, framework: str, against: str, quantity: str, gating: bool, point: int
     ) -> Comparison:
         accumulator = self.accumulators[(mode, framework, against, quantity)]
-        facts = accumulator.facts()
+        facts = accumulator.facts(point)
         given = self.given.get((framework, against, quantity)) if mode == SYNCED else None
         if given is not None:
-            facts = agreement.merge_facts(facts, given.facts())
+            facts = agreement.merge_facts(facts, given.facts(point))
         if quantities.is_exact(quantity):
             rtol = 0.0
         elif mode == INDEPENDENT:
@@ -1020,40 +976,108 @@ class _Judge:
             return tolerances.synced_gates(self.dtype, quantities.is_exact(quantity))
         return True
 
-    def _per_state(self, mode: str, framework: str, against: str) -> list[Comparison]:
+    def _per_state(self, mode: str, framework: str, against: str, point: int) -> list[Comparison]:
         return [
-            self._comparison(mode, framework, against, q, self._gating(mode, q))
+            self._comparison(mode, framework, against, q, self._gating(mode, q), point)
             for q in quantities.per_state(self.problem, mode)
             if (mode, framework, against, q) in self.accumulators
         ]
 
-    def result(self, recipe: Recipe, dataset, workers: dict[str, int]) -> CheckResult:
+    def results(
+        self, recipes: Sequence[Recipe], dataset, workers: dict[str, int]
+    ) -> list[CheckResult]:
+        """One ``CheckResult`` per point, ``recipes[p]`` the recipe of point ``p``: what the
+        point's facts alone decide."""
+        plan = self.plan
+        labels_train = np.asarray(dataset.labels_train)
+        labels_test = np.asarray(dataset.labels_test)
+        outputs = {name: self.finished[name]["test_outputs"] for name in plan.trainers}
+        # Every point's accuracies at once: ``(P,)`` per trainer.
+        accuracy = {
+            name: (
+                np.mean(np.argmax(self.finished[name]["train_outputs"], -1) == labels_train, -1),
+                np.mean(np.argmax(outputs[name], -1) == labels_test, -1),
+            )
+            for name in plan.trainers
+        }
+        shared = {
+            "environment": {
+                name: readings[0][1] if readings else {} for name, readings in self.readings.items()
+            },
+            "environment_changes": agreement.environment_changes(self.readings),
+            "tolerances": {
+                name: {
+                    "rtol": r.rtol,
+                    "atol": r.atol,
+                    "scale": r.scale,
+                    "floor": r.floor,
+                    "gradient_floor": max(r.floor, self.flush_floor),
+                }
+                for name, r in self.rules.items()
+            },
+        }
+        trajectories, trajectory_steps = self._trajectories()
+        return [
+            self._result(
+                point,
+                recipe,
+                dataset,
+                workers,
+                outputs={name: values[point] for name, values in outputs.items()},
+                accuracy={name: (a[point], b[point]) for name, (a, b) in accuracy.items()},
+                shared=shared,
+                trajectories=None
+                if trajectories is None
+                else {
+                    name: {q: values[:, point] for q, values in kept.items()}
+                    for name, kept in trajectories.items()
+                },
+                trajectory_steps=trajectory_steps,
+            )
+            for point, recipe in enumerate(recipes)
+        ]
+
+    def _result(
+        self,
+        point: int,
+        recipe: Recipe,
+        dataset,
+        workers: dict[str, int],
+        *,
+        outputs: dict[str, np.ndarray],
+        accuracy: dict[str, tuple[float, float]],
+        shared: dict,
+        trajectories: dict | None,
+        trajectory_steps: np.ndarray | None,
+    ) -> CheckResult:
         plan, problem = self.plan, self.problem
         reference = plan.reference
         comparisons: list[Comparison] = []
-        expected_outputs = self.finished[reference]["test_outputs"]
+        expected_outputs = outputs[reference]
         synced: list[Comparison] = []
         for framework in plan.synced:
-            synced += self._per_state(SYNCED, framework, reference)
+            synced += self._per_state(SYNCED, framework, reference, point)
         if plan.synced:
             for framework in plan.trainers:
-                synced += self._per_state(SYNCED, framework, framework)
-        amplification, drift_reported = self._amplification(synced)
+                synced += self._per_state(SYNCED, framework, framework, point)
+        amplification, drift_reported = self._amplification(synced, point)
         weights_outputs: dict[str, np.ndarray] = {}
         for framework in plan.independent:
             drift_gates = tolerances.drift_is_verdict(self.dtype, self.mode)
-            drifted = self._per_state(INDEPENDENT, framework, reference)
-            if framework in drift_reported or self._drift_past_onset(framework, drifted):
+            drifted = self._per_state(INDEPENDENT, framework, reference, point)
+            if framework in drift_reported or self._drift_past_onset(framework, drifted, point):
                 drift_reported += () if framework in drift_reported else (framework,)
                 drift_gates = False
                 drifted = [dataclasses.replace(c, gating=False) for c in drifted]
             if not drift_gates and not weights_outputs:
-                weights_outputs = self._weights_outputs(plan.X_test)
+                weights_outputs = {
+                    name: values[point] for name, values in self._weights_outputs().items()
+                }
             comparisons += drifted
             comparisons += trained_model_comparisons(
                 framework,
                 reference,
-                self.finished[framework]["test_outputs"],
+                outputs[framework],
                 expected_outputs,
                 np.asarray(dataset.labels_test),
                 self.rules["independent"],
@@ -1065,35 +1089,31 @@ class _Judge:
                 else None,
             )
         comparisons += synced
-        outputs = {name: self.finished[name]["test_outputs"] for name in plan.trainers}
         precision = PrecisionFacts(
             mode=self.mode,
             dtype=self.dtype,
             nonfinite=agreement.nonfinite_facts(
-                {name: tracker.first for name, tracker in self.nonfinite.items()}
+                {name: tracker.first(point) for name, tracker in self.nonfinite.items()}
             ),
             near_ties=agreement.near_tie_facts(plan.reference, outputs, self.rules["independent"])
             if len(outputs) > 1
             else {},
-            environment={
-                name: readings[0][1] if readings else {} for name, readings in self.readings.items()
-            },
-            environment_changes=agreement.environment_changes(self.readings),
-            oracles=self.oracles,
+            environment=shared["environment"],
+            environment_changes=shared["environment_changes"],
+            oracles=self.oracles.get(point, {name: [] for name in plan.frameworks}),
             amplification=amplification,
             drift_reported=drift_reported,
-            amplifying_from=self.onset if self.watch_onset else None,
+            amplifying_from=(
+                int(self.onset[point]) if self.watch_onset and self.onset[point] >= 0 else None
+            ),
         )
-        labels_train = np.asarray(dataset.labels_train)
-        labels_test = np.asarray(dataset.labels_test)
         summaries = {
             name: {
-                "final_loss": self.final_loss[name],
-                "train_accuracy": float(
-                    np.mean(np.argmax(self.finished[name]["train_outputs"], -1) == labels_train)
-                ),
-                "test_accuracy": float(np.mean(np.argmax(outputs[name], -1) == labels_test)),
-                "seconds": float(self.finished[name]["seconds"]),
+                "final_loss": float(self.final_loss[name][point]),
+                "train_accuracy": float(accuracy[name][0]),
+                "test_accuracy": float(accuracy[name][1]),
+                # Each point's share of the time its framework took to train them all.
+                "seconds": float(self.finished[name]["seconds"]) / self.points,
             }
             for name in plan.trainers
         }
@@ -1103,15 +1123,14 @@ class _Judge:
             if not quantities.is_final(q):
                 # Series of steps (one fewer than states) are binned with their own width: read
                 # each at the bin holding the loss bins' first states, so all share one x axis.
-                values = accumulator.bins.values
+                values = accumulator.bins.values[:, point]
                 at = np.minimum(any_bins.steps // accumulator.bins.width, len(values) - 1)
                 differences.setdefault((mode, framework, against), {})[q] = values[at]
         series = PlotSeries(
             steps=any_bins.steps,
-            loss={name: bins.values for name, bins in self.loss_bins.items()},
+            loss={name: bins.values[:, point] for name, bins in self.loss_bins.items()},
             differences=differences,
         )
-        trajectories, trajectory_steps = self._trajectories()
         return CheckResult(
             recipe=recipe,
             reference=plan.reference,
@@ -1128,41 +1147,36 @@ class _Judge:
             problem=problem,
             steps=plan.steps,
             record_every=plan.record_every,
-            tolerances={
-                name: {
-                    "rtol": r.rtol,
-                    "atol": r.atol,
-                    "scale": r.scale,
-                    "floor": r.floor,
-                    "gradient_floor": max(r.floor, self.flush_floor),
-                }
-                for name, r in self.rules.items()
-            },
+            tolerances=shared["tolerances"],
             trajectories=trajectories,
             trajectory_steps=trajectory_steps,
             series_for_plots=series,
             workers=workers,
         )
 
-    def _drift_past_onset(self, framework: str, drifted: list[Comparison]) -> bool:
+    def _drift_past_onset(self, framework: str, drifted: list[Comparison], point: int) -> bool:
         """Float64 with no synced step: whether ``framework``'s first step agreed within the
         synced bounds (``_first_step``) and every drifted quantity first failed at or after the
         state from which one correct step may already exceed the independent tolerance
         (``self.onset``). Those differences cannot be told from amplified rounding without a
         synced step, so they are reported; drift before it is judged."""
         failing = [c.first_failing_step for c in drifted if c.gating and not c.passed]
+        onset = int(self.onset[point])
         return (
             self.watch_onset
-            and self.onset is not None
-            and self.first_step_ok.get(framework, False)
+            and onset >= 0
+            and bool(self.first_step_ok.get(framework, np.zeros(point + 1, bool))[point])
             and bool(failing)
-            and all(step is not None and step >= self.onset for step in failing)
+            and all(step is not None and step >= onset for step in failing)
         )
 
-    def _amplification(self, synced: list[Comparison]) -> tuple[dict[str, float], tuple[str, ...]]:
+    def _amplification(
+        self, synced: list[Comparison], point: int
+    ) -> tuple[dict[str, float], tuple[str, ...]]:
         """Per framework checked both ways in float64, how far its trajectory amplified the
         one-step differences (``tolerances.amplification``, over the parameters), and the
-        frameworks whose drift is therefore reported (``drift_is_amplified_rounding``)."""
+        frameworks whose drift is therefore reported (``drift_is_amplified_rounding``), at
+        point ``point``."""
         plan = self.plan
         if self.dtype != "float64" or not plan.synced:
             return {}, ()
@@ -1179,9 +1193,9 @@ class _Judge:
             )
             drift = max(
                 (
-                    self.accumulators[(INDEPENDENT, framework, plan.reference, q)].max_abs
-                    for q in parameters
-                    if (INDEPENDENT, framework, plan.reference, q) in self.accumulators
+                    float(self.accumulators[key].max_abs[point])
+                    for key in ((INDEPENDENT, framework, plan.reference, q) for q in parameters)
+                    if key in self.accumulators
                 ),
                 default=0.0,
             )
@@ -1192,23 +1206,27 @@ class _Judge:
                 reported.append(framework)
         return amplification, tuple(reported)
 
-    def _weights_outputs(self, X_test: np.ndarray) -> dict[str, np.ndarray]:
-        """Every trainer's final weights' test outputs, computed by the NumPy reference's
-        forward in float64 (what the weights themselves predict, free of any framework's
-        rounding). Any network of the contract is one the NumPy reference computes.
+    def _weights_outputs(self) -> dict[str, np.ndarray]:
+        """Every trainer's final weights' test outputs ``(P, rows, outputs)``, computed by the
+        NumPy reference's forward in float64 (what the weights themselves predict, free of any
+        framework's rounding). Any network of the contract is one the NumPy reference computes.
 
-        One float64 forward of the test rows per trainer, in this process (NumPy only; imported
-        here, when the rule needs it: float64 runs that judge their drift never load it)."""
-        from implementations import numpy_manual
+        One float64 forward of the test rows per trainer for every point, in this process
+        (NumPy only; imported here, when the rule needs it: float64 runs that judge their drift
+        never load it), computed once."""
+        if self.weights_outputs is None:
+            from implementations import numpy_manual
 
-        exact = dataclasses.replace(self.problem, dtype="float64")
-        with np.errstate(all="ignore"):
-            return {
-                name: numpy_manual.predict(exact, params, X_test)[0]
-                for name, params in self.final_params.items()
-            }
+            exact = dataclasses.replace(self.problem, dtype="float64")
+            with np.errstate(all="ignore"):
+                self.weights_outputs = {
+                    name: numpy_manual.predict(exact, params, self.plan.X_test)
+                    for name, params in self.final_params.items()
+                }
+        return self.weights_outputs
 
     def _trajectories(self):
+        """Framework -> record -> ``(states, P, ...)``, and the states, or ``None``s."""
         if self.kept is None:
             return None, None
         steps = np.concatenate(self.kept_steps)

@@ -229,14 +229,15 @@ def values(
 
     Args:
         quantity: A per-state quantity.
-        records: Record name -> ``(n, ...)`` (no point axis).
+        records: Record name -> ``(n, ...)`` (any axes after the states: points, elements).
         steps: ``(n,)``: the state of each record.
         batches: The batch order (the training accuracy divides by the batch's rows).
     """
     if kind_of(quantity).record is None:
         return records[quantity]
     correct = np.asarray(records[source(quantity)], dtype=np.float64)
-    return correct / batch_rows(batches, steps)
+    rows = batch_rows(batches, steps)
+    return correct / rows.reshape(rows.shape + (1,) * (correct.ndim - rows.ndim))
 
 
 def state_of(problem: Problem, records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -525,7 +525,7 @@ def drift_is_amplified_rounding(dtype: str, amplified_by: float, steps_agree: bo
 
 
 def step_outgrows_independent(
-    allowance: np.ndarray, grad: np.ndarray, next_values: np.ndarray, rule: Rule
+    allowance: np.ndarray, grad: np.ndarray, next_values: np.ndarray, rule: Rule, lead: int = 1
 ) -> np.ndarray:
     """Per step (the first axis): whether one correct step may move some parameter element
     further than the independent tolerance allows, so that the independent rule can no longer
@@ -539,10 +539,11 @@ def step_outgrows_independent(
             input column), zero in every correct implementation, so it parts nothing.
         next_values: ``(n, ...)``: the reference's parameter at ``k + 1``.
         rule: The independent rule.
+        lead: The leading axes kept (2: steps and points), the rest reduced.
     """
     allowed = rule.atol_at(0.0) + rule.rtol * np.abs(next_values)
     exceeds = (np.nan_to_num(allowance, nan=0.0) > allowed) & (grad != 0)
-    return exceeds.reshape(len(exceeds), -1).any(axis=1)
+    return exceeds.reshape((*exceeds.shape[:lead], -1)).any(axis=-1)
 
 
 def synced_gates(dtype: str, exact: bool) -> bool:

@@ -204,3 +204,42 @@ def test_the_worker_hands_every_seed_its_own_records():
         assert result.passed
         own = [c for c in result.comparisons if c.against == c.framework == "copy"]
         assert own and all(c.total > 0 for c in own), "own steps compared for every seed"
+
+
+def _numpy_copy_wrong_at(initial_W1, delta):
+    """A NumPy copy (an in-process module) whose W1 gradient is off by a factor 1 + delta at
+    one state only: where W1 is ``initial_W1`` (one seed's initial weights), so the bug lives
+    in that seed alone, batched or not."""
+    module = _numpy_copy_scaled(0.0)
+    honest = module.evaluate
+
+    def evaluate(problem, params, X, Y, **options):
+        found = honest(problem, params, X, Y, **options)
+        W1 = np.asarray(params["W1"], dtype=np.float64)
+        hit = (W1.reshape(len(W1), -1) == initial_W1.ravel()).all(axis=1)
+        assert hit.shape == found.grads["W1"].shape[:1], "one flag per point"
+        scale = np.where(hit, 1 + delta, 1.0).reshape((-1,) + (1,) * (W1.ndim - 1))
+        found.grads["W1"] = found.grads["W1"] * scale.astype(found.grads["W1"].dtype)
+        return found
+
+    module.evaluate = evaluate
+    return module
+
+
+def test_a_bug_planted_in_one_seed_fails_that_seed_only_with_the_facts_it_has_alone():
+    """The judge keeps each seed's facts apart: a wrong gradient at one seed's initial state
+    fails that seed (at step 0, as it fails alone) and no other, and every seed's facts are
+    the ones its own run finds."""
+    recipe = Recipe(steps=8)
+    network = recipe.problem(__import__("compare.data").data.load(recipe)).network
+    planted = SEEDS[1]
+    initial = weights.initial_params(recipe.replace(init_seed=planted), network)["W1"]
+    modules = {"planted": _numpy_copy_wrong_at(np.asarray(initial, dtype=np.float64), 1e-3)}
+    batch, alone = _alone_and_batched(recipe, ("numpy", "planted"), modules=modules)
+    assert [r.verdict for r in batch] == ["pass", "fail", "pass"], "only the planted seed fails"
+    failure = batch[1].first_failure
+    assert (failure.quantity, failure.first_failing_step) == ("grad:W1", 0), failure
+    for seed, batched, single in zip(SEEDS, batch, alone, strict=True):
+        got, expected = _facts(batched), _facts(single)
+        for key in expected:
+            assert got[key] == expected[key], f"seed {seed}: the batch's {key} differs"

@@ -65,3 +65,31 @@ def test_standardized_data_keeps_every_state_judged():
     )
     assert result.precision.amplifying_from is None
     assert result.verdict == "fail"
+
+
+def test_each_seed_of_a_batch_has_its_own_onset_and_first_step():
+    """Seeds checked side by side (``check_seeds``) reach what each reaches alone: the onset and
+    the first-step check are per seed (a judge that shared them across seeds fails here)."""
+    pytest.importorskip("jax")
+    from compare import check_seeds
+
+    recipe = SATURATED_ADAM.replace(lr=0.001)  # where the seeds' onsets differ
+    seeds = [356, 123, 7]
+    together = check_seeds(
+        recipe, seeds, ("numpy", "jax"), mode="independent", oracles=False, isolate=False
+    )
+    alone = [
+        check(
+            recipe.replace(init_seed=seed),
+            ("numpy", "jax"),
+            mode="independent",
+            oracles=False,
+            isolate=False,
+        )
+        for seed in seeds
+    ]
+    for seed, batched, single in zip(seeds, together, alone, strict=True):
+        assert batched.precision.amplifying_from == single.precision.amplifying_from, seed
+        assert batched.precision.drift_reported == single.precision.drift_reported, seed
+        assert batched.verdict == single.verdict, seed
+    assert len({r.precision.amplifying_from for r in alone}) > 1, "the seeds should differ"

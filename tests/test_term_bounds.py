@@ -330,11 +330,13 @@ def test_infinite_atol_is_not_judged_and_finite_atol_still_is():
     expected = np.array([[np.nan, 1.0, 1.0]])
     actual = np.array([[np.inf, 2.0, 1.0]])
     accumulator.add(np.array([0]), actual, expected, np.array([[np.inf, np.inf, 0.5]]), 0.0)
-    assert accumulator.first_failing_step is None, "an element the dtype may overflow failed"
-    assert accumulator.max_atol == 0.5, "the reported atol counts the elements not judged"
+    facts = accumulator.facts()
+    assert facts["first_failing_step"] is None, "an element the dtype may overflow failed"
+    assert facts["atol"] == 0.5, "the reported atol counts the elements not judged"
     accumulator = agreement.SeriesAccumulator("float32", 1)
     accumulator.add(np.array([0]), actual, expected, np.array([[0.5, np.inf, 0.5]]), 0.0)
-    assert accumulator.first_failing_index == (0,), "a NaN reference matched inf at a finite atol"
+    facts = accumulator.facts()
+    assert facts["first_failing_index"] == (0,), "a NaN reference matched inf at a finite atol"
 
 
 def test_elements_whose_terms_overflow_the_dtype_are_not_judged():

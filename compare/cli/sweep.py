@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -341,6 +342,12 @@ def handle(args: argparse.Namespace, console: Console) -> int:
             bars("checks", done, total)
 
         if args.in_process:
+            # The frameworks train in threads of this process: one OpenMP thread each, as
+            # crosscheck's framework workers and Dask's workers run (set before any framework
+            # is imported). torch's default intra-op threads spin against the other frameworks'
+            # threads: measured on two loaded cores, its batched training ran 30 to 60 times
+            # slower than with one thread.
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
             where = "this process, each cell's seeds trained side by side"
             console.print(present.where_line(where, _outline(sweep), _reused(sweep, previous)))
             result = sweeps.run(
