@@ -52,8 +52,10 @@ from implementations.contract import Problem, State
 #: Called as ``progress(framework, states_done, states_total)``.
 Progress = Callable[[str, int, int], None]
 
-#: A chunk holds about this many bytes of records, at most ``MAX_CHUNK`` states.
+#: A chunk holds about this many bytes of records, at most ``MAX_CHUNK`` states, and about
+#: ``CHUNK_SEED_BYTES`` of each seed's (``chunk_size``).
 CHUNK_BYTES = 8 * 2**20
+CHUNK_SEED_BYTES = 2 * 2**20
 MAX_CHUNK = 500
 
 #: How many chunks a worker may run ahead of the slowest comparison that needs its records.
@@ -195,9 +197,19 @@ class Consumer(Protocol):
 
 
 def chunk_size(problem: Problem, points: int = 1) -> int:
-    """States per chunk: about ``CHUNK_BYTES`` of records of ``points`` seeds, between 1 and
-    ``MAX_CHUNK``."""
-    return max(1, min(MAX_CHUNK, CHUNK_BYTES // state_bytes(problem, points)))
+    """States per chunk: at most ``CHUNK_BYTES`` of records of ``points`` seeds and
+    ``CHUNK_SEED_BYTES`` of one seed's, between 1 and ``MAX_CHUNK``.
+
+    A chunk costs a fixed amount besides its states (messages, a compiled call, a pass of
+    every seed's judge), so many seeds want long chunks, bounded by ``CHUNK_BYTES``. One seed of
+    a wide network needs no long ones: digits 64-64-10 (76 kB a state) spends about 10 ms of
+    arithmetic a state, and 27 states a chunk instead of 110 keep a quarter of the records in
+    flight (``CHUNK_COPIES`` times the window, per framework).
+    """
+    fits = min(
+        CHUNK_BYTES // state_bytes(problem, points), CHUNK_SEED_BYTES // state_bytes(problem)
+    )
+    return max(1, min(MAX_CHUNK, fits))
 
 
 def state_bytes(problem: Problem, points: int = 1) -> int:

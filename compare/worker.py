@@ -80,8 +80,17 @@ def kept(steps: np.ndarray, last: int, record_every: int) -> np.ndarray:
 
 
 def step_points(problem: Problem, rows: int) -> int:
-    """Points one ``step`` call may take so that its intermediates stay near ``STEP_BYTES``."""
-    per_point = 8 * max(rows, 1) * sum(problem.network.widths) * STEP_COPIES
+    """Points one ``step`` call may take so that its intermediates stay near ``STEP_BYTES``.
+
+    Each point holds ``STEP_COPIES`` arrays of every row and unit past the input; the inputs
+    count once per point only where each point has rows of its own (minibatches). Full-batch
+    points share one ``X`` (digits 64-2-10: counting its 64 columns per point held a call to 7
+    states, where 32 fit).
+    """
+    widths = problem.network.widths
+    per_point = 8 * max(rows, 1) * sum(widths[1:]) * STEP_COPIES
+    if not problem.batches.full:
+        per_point += 8 * max(rows, 1) * (widths[0] + widths[-1])
     return max(1, STEP_BYTES // per_point)
 
 

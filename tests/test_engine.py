@@ -366,3 +366,36 @@ def test_a_worker_steps_in_groups_of_step_group_states_and_puts_every_result_in_
                     atol=1e-15,
                     err_msg=f"{quantity} of state {k}",
                 )
+
+
+def test_full_batch_points_share_the_inputs_so_a_step_takes_a_whole_group_of_them():
+    """The budget of one ``step`` call counts each point's activations, and its inputs only
+    where each point has rows of its own: digits 64-2-10 full-batch steps 32 states a call."""
+    from compare import data
+    from compare import worker as worker_module
+
+    recipe = Recipe(dataset="digits")
+    problem = recipe.problem(data.load(recipe))
+    rows = problem.batches.rows
+    assert worker_module.step_group(problem) == 32
+    assert worker_module.step_points(problem, rows) >= 32
+    minibatches = dataclasses.replace(
+        problem, batches=dataclasses.replace(problem.batches, size=rows // 2)
+    )
+    per_point = 8 * rows * (sum(problem.network.widths[1:]) * worker_module.STEP_COPIES + 64 + 10)
+    assert worker_module.step_points(minibatches, rows) == worker_module.STEP_BYTES // per_point
+
+
+def test_one_seed_of_a_wide_network_is_chunked_by_its_own_budget_and_many_seeds_by_theirs():
+    from compare import data
+
+    recipe = Recipe(dataset="digits", hidden=(64,))
+    problem = recipe.problem(data.load(recipe))
+    one = harness.chunk_size(problem)
+    assert one * harness.state_bytes(problem) <= harness.CHUNK_SEED_BYTES
+    assert (one + 1) * harness.state_bytes(problem) > harness.CHUNK_SEED_BYTES
+    tutorial = Recipe()
+    small = tutorial.problem(data.load(tutorial))
+    many = harness.chunk_size(small, 1000)
+    assert many == harness.CHUNK_BYTES // harness.state_bytes(small, 1000), "seeds: CHUNK_BYTES"
+    assert harness.chunk_size(small) == harness.MAX_CHUNK

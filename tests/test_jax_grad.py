@@ -736,3 +736,38 @@ def test_a_float16_loss_whose_terms_overflow_but_mean_does_not_is_finite(loss, m
     assert np.isfinite(expected).all()
     np.testing.assert_allclose(losses, expected, rtol=2**-10)
     np.testing.assert_allclose(grads["grad:W1"], expected_grads["grad:W1"], rtol=2**-9)
+
+
+@pytest.mark.parametrize("problem", [ADAM_FULL, MOMENTUM_MINIBATCH], ids=["adam", "momentum"])
+def test_step_in_slices_of_points_gives_each_state_its_own_numbers(problem, monkeypatch):
+    """A step from many states runs them in slices (``STEP_SLICE_BYTES``), one after another:
+    every state, its rows and its update count, lands at its own place as in one ``vmap``."""
+    records = trained(problem, 1, seed=7)
+    ks = [3, 0, 2, 1, 6, 4, 5]
+    states = {q: np.stack([records[q][k, 0] for k in ks]) for q in problem.state_names()}
+    rows = None if problem.batches.full else [problem.batches.indices(k) for k in ks]
+    found = {}
+    for label, budget in (("whole", 2**40), ("slices", 1)):
+        monkeypatch.setattr(jax_grad, "STEP_SLICE_BYTES", budget)
+        found[label] = jax_grad.step(problem, states, X, Y, rows)
+    assert jax_grad._step_slice(problem.network, ROWS, 8, 8) == 1  # the budget of 1 byte
+    for whole, sliced in zip(found["whole"], found["slices"], strict=True):
+        for quantity, values in whole.items():
+            np.testing.assert_allclose(
+                sliced[quantity], values, rtol=1e-13, atol=1e-15, err_msg=quantity
+            )
+    for i, k in enumerate(ks):
+        np.testing.assert_allclose(
+            found["slices"][1]["weight:W1"][i],
+            records["weight:W1"][k + 1, 0],
+            rtol=1e-13,
+            atol=1e-15,
+            err_msg=f"the step from state {k} in slices is not train's state {k + 1}",
+        )
+
+
+def test_step_slices_fill_about_the_budget_of_activations():
+    net = Network((64, 64, 10), ("sigmoid", "sigmoid"), False, "half-mse")
+    assert jax_grad._step_slice(net, 1777, 8, 32) == 1  # 1 MB of activations a point
+    assert jax_grad._step_slice(net, 100, 8, 32) == 16  # 59 kB a point: 17 fit
+    assert jax_grad._step_slice(net, 100, 8, 4) == 4  # never more than the points

@@ -645,3 +645,31 @@ def test_progress_counts_states_up_to_the_last_one():
     nm.train(problem, state, X, Y, 250, chunk=64, sink=lambda s, r: None, progress=calls.append)
     assert calls == sorted(set(calls)), f"progress not strictly increasing: {calls}"
     assert calls[-1] == 251, f"progress ended at {calls[-1]}, not at all 251 states"
+
+
+@pytest.mark.parametrize("batch_size", [0, 2], ids=["full batch", "minibatches"])
+def test_step_in_slices_of_points_is_the_step_of_all_at_once(batch_size, monkeypatch):
+    """More points than fit ``STEP_SLICE_BYTES`` are stepped slice by slice, each slice with its
+    own points' rows and update counts: the numbers are exactly those of one call."""
+    problem, params, X, Y = tiny_training_problem(OPTIMIZERS["adam"])
+    if batch_size:
+        problem = dataclasses.replace(
+            problem, batches=Batches(rows=len(X), size=batch_size, seed=3)
+        )
+    records = {}
+    state = initial_state(problem, {n: w[None] for n, w in params.items()})
+    nm.train(problem, state, X, Y, 6, chunk=7, sink=lambda start, r: records.update(r))
+    ks = [4, 0, 5, 2, 1]
+    states = {q: records[q][ks, 0] for q in problem.state_names()}
+    rows = None if problem.batches.full else np.stack([problem.batches.indices(k) for k in ks])
+    whole = nm.step(problem, states, X, Y, rows)
+    monkeypatch.setattr(nm, "STEP_SLICE_BYTES", 1)
+    assert nm._step_slice(problem, len(X), 8) == 1
+    sliced = nm.step(problem, states, X, Y, rows)
+    for one, other in zip(whole, sliced, strict=True):
+        assert one.keys() == other.keys()
+        for quantity, values in one.items():
+            np.testing.assert_array_equal(other[quantity], values, err_msg=quantity)
+    for i, k in enumerate(ks):
+        np.testing.assert_array_equal(sliced[0]["loss"][i], records["loss"][k, 0])
+        np.testing.assert_array_equal(sliced[1]["weight:W1"][i], records["weight:W1"][k + 1, 0])
