@@ -748,11 +748,13 @@ class _Judge:
         for q in quantities.per_state(self.problem, INDEPENDENT):
             rule = self._rule("independent", q)
             exact = quantities.is_exact(q)
+            a = quantities.values(q, actual, steps, batches)
+            b = quantities.values(q, expected, steps, batches)
             self._accumulator(INDEPENDENT, framework, self.plan.reference, q).add(
                 steps,
-                quantities.values(q, actual, steps, batches),
-                quantities.values(q, expected, steps, batches),
-                0.0 if exact else rule.atol_at(0.0),
+                a,
+                b,
+                self._count_atol(q, steps, a, b, expected) if exact else rule.atol_at(0.0),
                 0.0 if exact else rule.rtol,
             )
 
@@ -866,13 +868,73 @@ class _Judge:
         for q in quantities.records_at_state(self.problem):
             rule = self._rule("synced", q)
             exact = quantities.is_exact(q)
+            a = quantities.values(q, actual, steps, batches)
+            b = quantities.values(q, expected, steps, batches)
             self._accumulator(SYNCED, framework, against, q).add(
                 steps,
-                quantities.values(q, actual, steps, batches),
-                quantities.values(q, expected, steps, batches),
-                0.0 if exact else self._record_atol(rule, q, scales[q], expected),
+                a,
+                b,
+                self._count_atol(q, steps, a, b, expected)
+                if exact
+                else self._record_atol(rule, q, scales[q], expected),
                 0.0 if exact else rule.rtol,
             )
+
+    def _count_atol(
+        self, quantity: str, steps: np.ndarray, actual: np.ndarray, expected: np.ndarray, records
+    ) -> np.ndarray | float:
+        """An exact per-state quantity's atol: 0, except for a share of the batch's rows (the
+        training accuracy) at the states where the two differ, where it is the share of the
+        batch's rows that are near ties at ``records``' state (``_near_tie_counts``) plus half
+        a row. Only those rows' classes may be decided by the rounding of one forward pass
+        (``agreement.near_tie_rows``: the rule the test classes follow); a correct count that
+        differs by more rows is a wrong count or a wrong forward and still fails. Counts are
+        integers: any allowance in ``[ties, ties + 1)`` rows accepts the same counts, and the
+        half row keeps the division by the batch's rows from rounding a difference of exactly
+        ``ties`` rows above it."""
+        if quantities.kind_of(quantity).record is None or self.dtype != "float64":
+            # Below float64 the count is reported, never gating (``tolerances.synced_gates``;
+            # independent drift is reported): the forwards would change no verdict.
+            return 0.0
+        differ = np.asarray(actual) != np.asarray(expected)
+        if not differ.any():
+            return 0.0
+        at = np.nonzero(differ)  # (state, point) pairs, or states without a point axis
+        ties = self._near_tie_counts(np.asarray(steps)[at[0]], at, records)
+        rows = quantities.batch_rows(self.problem.batches, np.asarray(steps)[at[0]])
+        atol = np.zeros(differ.shape)
+        atol[at] = (ties + 0.5) / rows
+        return atol
+
+    def _near_tie_counts(self, steps: np.ndarray, at: tuple, records: dict) -> np.ndarray:
+        """``(m,)``: at each of ``m`` states (``records``' parameters indexed by ``at``, each
+        on its step's batch), how many of the batch's rows are near ties
+        (``agreement.near_tie_rows`` under the independent rule) in the float64 forward of
+        that state's weights by the NumPy reference, one forward per batch for all the states
+        on it (every state on the whole training set in full-batch training), in groups that
+        hold at most ``term_bounds.GROUP_ELEMENTS`` activations."""
+        from implementations import numpy_manual  # NumPy only, loaded when counts differ
+
+        problem = dataclasses.replace(self.problem, dtype="float64")
+        batches = problem.batches
+        params = {
+            name: np.asarray(records[q])[at] for name, q in problem.network.param_quantities.items()
+        }
+        counts = np.zeros(len(steps), dtype=np.int64)
+        groups = [np.arange(len(steps))] if batches.full else None
+        if groups is None:
+            groups = [np.flatnonzero(steps == step) for step in np.unique(steps)]
+        # At most ``term_bounds.GROUP_ELEMENTS`` activations held at once.
+        size = max(1, term_bounds.GROUP_ELEMENTS // (batches.rows * max(problem.network.widths)))
+        groups = [group[i : i + size] for group in groups for i in range(0, len(group), size)]
+        for group in groups:
+            X = self.plan.X[batches.indices(int(steps[group[0]]))]
+            with np.errstate(all="ignore"):
+                outputs = numpy_manual.predict(
+                    problem, {name: v[group] for name, v in params.items()}, X
+                )
+            counts[group] = agreement.near_tie_rows(outputs, self.rules["independent"]).sum(-1)
+        return counts
 
     @staticmethod
     def _record_atol(
