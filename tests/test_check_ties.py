@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from compare.check import check
 from compare.recipe import Recipe
@@ -90,8 +91,9 @@ def _accuracy(result, mode):
     )
 
 
-def test_saturated_outputs_rounded_apart_do_not_fail_the_training_accuracy():
-    result = _run(Recipe(**SATURATED), flushing_sigmoid())
+@pytest.mark.parametrize("batch_size", [0, 64])
+def test_saturated_outputs_rounded_apart_do_not_fail_the_training_accuracy(batch_size):
+    result = _run(Recipe(**SATURATED, batch_size=batch_size), flushing_sigmoid())
     for mode in ("independent", "synced"):
         accuracy = _accuracy(result, mode)
         # The counts do differ (the flushed ties pick the first class) ...
@@ -101,8 +103,10 @@ def test_saturated_outputs_rounded_apart_do_not_fail_the_training_accuracy():
     assert result.verdict == "pass", [c for c in result.comparisons if not c.passed]
 
 
-def test_a_correct_count_off_by_a_few_rows_fails_where_no_row_ties():
-    result = _run(Recipe(steps=4, dtype="float64"), correct_count_off_by(3))
+@pytest.mark.parametrize("batch_size", [0, 16])
+def test_a_correct_count_off_by_a_few_rows_fails_where_no_row_ties(batch_size):
+    recipe = Recipe(steps=4, dtype="float64", batch_size=batch_size)
+    result = _run(recipe, correct_count_off_by(3))
     assert result.verdict == "fail"
     for mode in ("independent", "synced"):
         accuracy = _accuracy(result, mode)
