@@ -159,15 +159,29 @@ def _activation(name: str, Z: np.ndarray, eZ: np.ndarray, r: float):
     raise ValueError(f"no rounding bound for activation {name!r}")
 
 
-def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float):
-    """``G = dL/dA``, ``e(G)``, and the magnitudes of the loss's terms, per element."""
+def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float, dtype: str):
+    """``G = dL/dA``, ``e(G)``, and the magnitudes of the loss's terms, per element.
+
+    The squared errors' intermediates are capped too (``_capped``), not only their scaled
+    results: a correct implementation may form ``sum (A - Y)^2`` before dividing by its
+    divisor (torch's loss: the sum, then ``/ (R O)``), and the power rule's ``2 (A - Y)``
+    before the chain rule's ``1 / (R O)`` (torch's ``MseLossBackward``). Where ``2 |A - Y|``
+    exceeds the dtype's largest number, that element's ``dL/dA`` may be infinite while the
+    reference's ``c (A - Y)`` is finite (measured: float32 unscaled digits, momentum diverging,
+    step 23: ``|A - Y|`` up to 1.9e38 below 3.4e38, torch's ``grad:W1`` inf, and ``0 * inf``,
+    NaN, on the always-zero pixel), so ``e(G)`` is infinite there; where ``sum (A - Y)^2``
+    exceeds it, so is the loss's bound.
+    """
     rows, outputs = A.shape[-2:]
     if name in ("half-mse", "mse", "half-sse"):
         scale = {"half-mse": 1 / (rows * outputs), "mse": 2 / (rows * outputs), "half-sse": 1.0}
         c = scale[name]
         residual = A - Y
-        terms = c / 2 * residual**2
-        return c * residual, c * (eA + r * np.abs(residual)), terms
+        largest = tolerances.LARGEST[dtype]
+        summed = np.sum(residual**2, axis=(-2, -1), keepdims=True)
+        terms = np.where(summed > largest, np.inf, c / 2 * residual**2)
+        eG = c * (eA + r * np.abs(residual))
+        return c * residual, np.where(2 * np.abs(residual) > largest, np.inf, eG), terms
     if name == "cross-entropy":
         shifted = A - np.max(A, axis=-1, keepdims=True)
         log_sum = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
@@ -238,7 +252,7 @@ def pass_bounds(
             inputs.append((A, eA))
             A, dA, eA, e_dA = _activation(activation, Z, eZ, r)
             derivatives.append((dA, e_dA))
-        G, eG, terms = _loss(net.loss, A, eA, Y, r)
+        G, eG, terms = _loss(net.loss, A, eA, Y, r, dtype)
         loss_terms = _capped(np.sum(terms, axis=(-2, -1)), dtype)
         out["loss"] = (
             np.sum(np.abs(G) * eA, axis=(-2, -1))
