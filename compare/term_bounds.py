@@ -30,7 +30,8 @@ Forward, layer by layer (``|.|`` elementwise, products are matrix products of ma
 ``e(Z_l) = e(A_{l-1}) |W_l| + u(in) (|A_{l-1}| |W_l| + |b_l|) + s |Z_l|`` (twice ``s`` with
 a bias, added after the product is rounded), ``e(A_l) = |f'(Z_l)| e(Z_l) + r |A_l|``.
 The loss derivative ``G = dL/dA`` passes ``e(A_L)`` on by its own derivative in ``A`` (for the
-mean squared errors ``c (A - Y)``: ``|c| e(A)``, whatever the cancellation of ``A - Y``).
+mean squared errors ``c (A - Y)``: ``|c| e(A)``, whatever the cancellation of ``A - Y``;
+infinite where ``2 |A - Y|``, which torch forms before the factor ``c``, overflows the dtype).
 Backward: ``delta_l = G_l f'(Z_l)`` errs by ``e(G_l) |f'| + |G_l| e(f'(Z_l)) + r |delta_l|``,
 where ``e(f')`` is the derivative's own error (``|f''| e(Z)``, or through ``A`` for the sigmoid
 and tanh, whose derivatives are computed from their outputs, and the whole jump where a relu
