@@ -490,3 +490,45 @@ def test_a_float16_adam_step_of_zero_where_v_hat_overflows_passes_and_below_fail
     assert honest.verdict == "pass", [c for c in honest.comparisons if not c.passed]
     planted = _run(recipe, _zero_step_where_v_hat_exceeds(largest / 100))
     assert "weight:W1" in _failures(planted), sorted(_failures(planted))
+
+
+def _mse_derivative_doubled_first(factor=1.0):
+    """The mse derivative in torch's order, ``(2 (A - Y)) / (R O)``: ``2 (A - Y)`` rounds (and
+    may overflow) in the dtype before the division; ``factor`` plants a wrong gradient."""
+    module = numpy_copy()
+    rule = module.LOSSES["mse"]
+
+    def derivative(A, Y):
+        rows, outputs = A.shape[-2:]
+        doubled = (A - Y) * A.dtype.type(2)
+        return doubled / A.dtype.type(rows * outputs / factor)
+
+    module.LOSSES = {**module.LOSSES, "mse": dataclasses.replace(rule, derivative=derivative)}
+    return module
+
+
+def test_an_mse_gradient_inf_where_2_residual_overflows_passes_and_a_wrong_one_fails():
+    """Measured false alarm: float32 unscaled digits, nesterov diverging, step 23: |A - Y| of
+    1.9e38 fits, 2 |A - Y| does not, torch's grad:W1 is inf. That order passes; the same order
+    with a gradient 1e-4 too large fails."""
+    recipe = Recipe(
+        dataset="digits",
+        hidden=[],
+        activations=["identity"],
+        loss="mse",
+        standardize=False,
+        optimizer="momentum",
+        lr=0.05,
+        momentum=0.5,
+        nesterov=True,
+        weight_decay=0.0001,
+        steps=25,
+        dtype="float32",
+        init_seed=442,
+        split_seed=598,
+    )
+    with np.errstate(over="ignore", invalid="ignore"):
+        honest = _run(recipe, _mse_derivative_doubled_first())
+        planted = _run(recipe, _mse_derivative_doubled_first(1 + 1e-4))
+    assert honest.verdict == "pass", [c for c in honest.comparisons if not c.passed]
+    assert "grad:W1" in _failures(planted), sorted(_failures(planted))
