@@ -31,7 +31,8 @@ Forward, layer by layer (``|.|`` elementwise, products are matrix products of ma
 a bias, added after the product is rounded), ``e(A_l) = |f'(Z_l)| e(Z_l) + r |A_l|``.
 The loss derivative ``G = dL/dA`` passes ``e(A_L)`` on by its own derivative in ``A`` (for the
 mean squared errors ``c (A - Y)``: ``|c| e(A)``, whatever the cancellation of ``A - Y``;
-infinite where ``2 |A - Y|``, which torch forms before the factor ``c``, overflows the dtype).
+infinite where ``2 |A - Y|``, which torch forms before the factor ``c``, overflows the working
+precision; a loss's bound is infinite where its sum before the division does).
 Backward: ``delta_l = G_l f'(Z_l)`` errs by ``e(G_l) |f'| + |G_l| e(f'(Z_l)) + r |delta_l|``,
 where ``e(f')`` is the derivative's own error (``|f''| e(Z)``, or through ``A`` for the sigmoid
 and tanh, whose derivatives are computed from their outputs, and the whole jump where a relu
@@ -160,6 +161,16 @@ def _activation(name: str, Z: np.ndarray, eZ: np.ndarray, r: float):
     raise ValueError(f"no rounding bound for activation {name!r}")
 
 
+def _summed_before_division(terms: np.ndarray, divisor: float, dtype: str) -> np.ndarray:
+    """A loss's ``terms`` (already divided by ``divisor``), infinite for a whole point where
+    their sum before the division, ``divisor sum |terms|``, exceeds the working precision's
+    largest number: torch's loss sums the terms, then divides (``implementations.torch_autograd
+    .loss``, in float32 for the 16-bit types, rounded once), so its loss may be inf where the
+    mean is finite. (The mean past the dtype's own largest is ``pass_bounds``' cap.)"""
+    summed = divisor * np.sum(terms, axis=(-2, -1), keepdims=True)
+    return np.where(summed > tolerances.LARGEST[working_dtype(dtype)], np.inf, terms)
+
+
 def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float, dtype: str):
     """``G = dL/dA``, ``e(G)``, and the magnitudes of the loss's terms, per element.
 
@@ -171,18 +182,19 @@ def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float, dty
     reference's ``c (A - Y)`` is finite (measured: float32 unscaled digits, momentum diverging,
     step 23: ``|A - Y|`` up to 1.9e38 below 3.4e38, torch's ``grad:W1`` inf, and ``0 * inf``,
     NaN, on the always-zero pixel), so ``e(G)`` is infinite there; where ``sum (A - Y)^2``
-    exceeds it, so is the loss's bound.
+    exceeds it, so is the loss's bound. Every loss is a sum divided by its divisor (``R O``,
+    ``R``, 2) and may be formed so (``_summed_before_division``).
     """
     rows, outputs = A.shape[-2:]
     if name in ("half-mse", "mse", "half-sse"):
         scale = {"half-mse": 1 / (rows * outputs), "mse": 2 / (rows * outputs), "half-sse": 1.0}
         c = scale[name]
         residual = A - Y
-        largest = tolerances.LARGEST[dtype]
-        summed = np.sum(residual**2, axis=(-2, -1), keepdims=True)
-        terms = np.where(summed > largest, np.inf, c / 2 * residual**2)
+        terms = _summed_before_division(c / 2 * residual**2, 2 / c, dtype)
         eG = c * (eA + r * np.abs(residual))
-        return c * residual, np.where(2 * np.abs(residual) > largest, np.inf, eG), terms
+        # Computed in the working precision (16-bit losses widened to float32), rounded once.
+        doubled_overflows = 2 * np.abs(residual) > tolerances.LARGEST[working_dtype(dtype)]
+        return c * residual, np.where(doubled_overflows, np.inf, eG), terms
     if name == "cross-entropy":
         shifted = A - np.max(A, axis=-1, keepdims=True)
         log_sum = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
@@ -192,7 +204,8 @@ def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float, dty
         es = s * (eA + np.sum(s * eA, axis=-1, keepdims=True) + r * (np.abs(shifted) + log_sum))
         G = (s * total - Y) / rows
         eG = (es * np.abs(total) + r * (s * np.abs(total) + np.abs(Y))) / rows
-        return G, eG, np.abs(Y) * (np.abs(shifted) + log_sum) / rows
+        terms = np.abs(Y) * (np.abs(shifted) + log_sum) / rows
+        return G, eG, _summed_before_division(terms, rows, dtype)
     if name == "binary-cross-entropy":
         n = rows * outputs
         q = A * (1 - A)
@@ -204,7 +217,7 @@ def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float, dty
             log_A = np.maximum(np.log(A), -100.0)
             log_1_minus_A = np.maximum(np.log1p(-A), -100.0)
         terms = (np.abs(Y * log_A) + np.abs((1 - Y) * log_1_minus_A)) / n
-        return G, slope * eA + 3 * r * np.abs(G), terms
+        return G, slope * eA + 3 * r * np.abs(G), _summed_before_division(terms, n, dtype)
     raise ValueError(f"no rounding bound for loss {name!r}")
 
 

@@ -374,3 +374,19 @@ def test_an_mse_derivative_whose_power_rule_factor_overflows_is_not_judged():
     grad = 1e38  # column 1: sum over rows of (2 / 4) * 1e38
     assert np.isfinite(bound[1]) and term_bounds.allowance(bound[1]) < 1e-5 * grad, bound[1]
     assert np.isposinf(bounds["loss"][0]), "sum (A - Y)^2 = 1e77 formed before the division"
+
+
+def test_a_loss_whose_sum_before_the_division_overflows_is_not_judged():
+    """torch sums the rows' cross-entropies, then divides by R: two rows of 3e38 overflow
+    float32 where their mean does not; one such row (or float64) keeps a finite bound."""
+    problem = _problem((1, 2), ("identity",), loss="cross-entropy", biases=False)
+    params = {"W1": np.array([[[0.0, 3e38]]])}
+    Y = np.array([[1.0, 0.0]])
+    two = term_bounds.pass_bounds(problem, params, np.ones((2, 1)), np.repeat(Y, 2, axis=0))
+    one = term_bounds.pass_bounds(problem, params, np.ones((1, 1)), Y)
+    assert np.isposinf(two["loss"][0]), f"a sum of 6e38 judged: {two['loss'][0]}"
+    assert np.isfinite(one["loss"][0]), f"a sum of 3e38: {one['loss'][0]}"
+    wide = dataclasses.replace(problem, dtype="float64")
+    assert np.isfinite(
+        term_bounds.pass_bounds(wide, params, np.ones((2, 1)), np.repeat(Y, 2, axis=0))["loss"]
+    ).all()
