@@ -30,7 +30,9 @@ Forward, layer by layer (``|.|`` elementwise, products are matrix products of ma
 ``e(Z_l) = e(A_{l-1}) |W_l| + u(in) (|A_{l-1}| |W_l| + |b_l|) + s |Z_l|`` (twice ``s`` with
 a bias, added after the product is rounded), ``e(A_l) = |f'(Z_l)| e(Z_l) + r |A_l|``.
 The loss derivative ``G = dL/dA`` passes ``e(A_L)`` on by its own derivative in ``A`` (for the
-mean squared errors ``c (A - Y)``: ``|c| e(A)``, whatever the cancellation of ``A - Y``).
+mean squared errors ``c (A - Y)``: ``|c| e(A)``, whatever the cancellation of ``A - Y``;
+infinite where ``2 |A - Y|``, which torch forms before the factor ``c``, overflows the working
+precision; a loss's bound is infinite where its sum before the division does).
 Backward: ``delta_l = G_l f'(Z_l)`` errs by ``e(G_l) |f'| + |G_l| e(f'(Z_l)) + r |delta_l|``,
 where ``e(f')`` is the derivative's own error (``|f''| e(Z)``, or through ``A`` for the sigmoid
 and tanh, whose derivatives are computed from their outputs, and the whole jump where a relu
@@ -159,15 +161,40 @@ def _activation(name: str, Z: np.ndarray, eZ: np.ndarray, r: float):
     raise ValueError(f"no rounding bound for activation {name!r}")
 
 
-def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float):
-    """``G = dL/dA``, ``e(G)``, and the magnitudes of the loss's terms, per element."""
+def _summed_before_division(terms: np.ndarray, divisor: float, dtype: str) -> np.ndarray:
+    """A loss's ``terms`` (already divided by ``divisor``), infinite for a whole point where
+    their sum before the division, ``divisor sum |terms|``, exceeds the working precision's
+    largest number: torch's loss sums the terms, then divides (``implementations.torch_autograd
+    .loss``, in float32 for the 16-bit types, rounded once), so its loss may be inf where the
+    mean is finite. (The mean past the dtype's own largest is ``pass_bounds``' cap.)"""
+    summed = divisor * np.sum(terms, axis=(-2, -1), keepdims=True)
+    return np.where(summed > tolerances.LARGEST[working_dtype(dtype)], np.inf, terms)
+
+
+def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float, dtype: str):
+    """``G = dL/dA``, ``e(G)``, and the magnitudes of the loss's terms, per element.
+
+    The squared errors' intermediates are capped too (``_capped``), not only their scaled
+    results: a correct implementation may form ``sum (A - Y)^2`` before dividing by its
+    divisor (torch's loss: the sum, then ``/ (R O)``), and the power rule's ``2 (A - Y)``
+    before the chain rule's ``1 / (R O)`` (torch's ``MseLossBackward``). Where ``2 |A - Y|``
+    exceeds the dtype's largest number, that element's ``dL/dA`` may be infinite while the
+    reference's ``c (A - Y)`` is finite (measured: float32 unscaled digits, momentum diverging,
+    step 23: ``|A - Y|`` up to 1.9e38 below 3.4e38, torch's ``grad:W1`` inf, and ``0 * inf``,
+    NaN, on the always-zero pixel), so ``e(G)`` is infinite there; where ``sum (A - Y)^2``
+    exceeds it, so is the loss's bound. Every loss is a sum divided by its divisor (``R O``,
+    ``R``, 2) and may be formed so (``_summed_before_division``).
+    """
     rows, outputs = A.shape[-2:]
     if name in ("half-mse", "mse", "half-sse"):
         scale = {"half-mse": 1 / (rows * outputs), "mse": 2 / (rows * outputs), "half-sse": 1.0}
         c = scale[name]
         residual = A - Y
-        terms = c / 2 * residual**2
-        return c * residual, c * (eA + r * np.abs(residual)), terms
+        terms = _summed_before_division(c / 2 * residual**2, 2 / c, dtype)
+        eG = c * (eA + r * np.abs(residual))
+        # Computed in the working precision (16-bit losses widened to float32), rounded once.
+        doubled_overflows = 2 * np.abs(residual) > tolerances.LARGEST[working_dtype(dtype)]
+        return c * residual, np.where(doubled_overflows, np.inf, eG), terms
     if name == "cross-entropy":
         shifted = A - np.max(A, axis=-1, keepdims=True)
         log_sum = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
@@ -177,7 +204,8 @@ def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float):
         es = s * (eA + np.sum(s * eA, axis=-1, keepdims=True) + r * (np.abs(shifted) + log_sum))
         G = (s * total - Y) / rows
         eG = (es * np.abs(total) + r * (s * np.abs(total) + np.abs(Y))) / rows
-        return G, eG, np.abs(Y) * (np.abs(shifted) + log_sum) / rows
+        terms = np.abs(Y) * (np.abs(shifted) + log_sum) / rows
+        return G, eG, _summed_before_division(terms, rows, dtype)
     if name == "binary-cross-entropy":
         n = rows * outputs
         q = A * (1 - A)
@@ -189,7 +217,7 @@ def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float):
             log_A = np.maximum(np.log(A), -100.0)
             log_1_minus_A = np.maximum(np.log1p(-A), -100.0)
         terms = (np.abs(Y * log_A) + np.abs((1 - Y) * log_1_minus_A)) / n
-        return G, slope * eA + 3 * r * np.abs(G), terms
+        return G, slope * eA + 3 * r * np.abs(G), _summed_before_division(terms, n, dtype)
     raise ValueError(f"no rounding bound for loss {name!r}")
 
 
@@ -238,7 +266,7 @@ def pass_bounds(
             inputs.append((A, eA))
             A, dA, eA, e_dA = _activation(activation, Z, eZ, r)
             derivatives.append((dA, e_dA))
-        G, eG, terms = _loss(net.loss, A, eA, Y, r)
+        G, eG, terms = _loss(net.loss, A, eA, Y, r, dtype)
         loss_terms = _capped(np.sum(terms, axis=(-2, -1)), dtype)
         out["loss"] = (
             np.sum(np.abs(G) * eA, axis=(-2, -1))

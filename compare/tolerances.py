@@ -392,13 +392,44 @@ def update_allowance(
     # AdamW's decoupled decay p (1 - lr wd) is one more rounding of a weight-sized value.
     decayed = eps * param if optimizer.name == "adamw" and decay else 0.0
     allowance = _adam_update_allowance(optimizer, steps + 1, m0, v0, used, tau)
+    overflows = squared_overflows | _adam_corrected_v_overflows(
+        optimizer, steps + 1, v0, used, tau, dtype
+    )
     allowance = np.where(
-        squared_overflows,
+        overflows,
         np.maximum(allowance, _adam_largest_update(optimizer, steps + 1, m0, v0)),
         allowance,
     )
     underflow = _adam_underflow_allowance(optimizer, steps + 1, m0, v0, used, tau, dtype)
     return allowance + underflow + UPDATE_ROUNDINGS * eps * change + decayed
+
+
+def _adam_corrected_v_overflows(
+    optimizer: Optimizer,
+    t: np.ndarray,
+    v0: np.ndarray,
+    g: np.ndarray,
+    tau: np.ndarray,
+    dtype: str,
+) -> np.ndarray:
+    """Where the bias-corrected ``v_hat = v_1 / B2`` may exceed the dtype's largest number
+    while ``v_1`` itself does not.
+
+    ``B2 = 1 - b2^t`` is small in the first steps (0.003 at t = 3 with b2 = 0.999), so
+    ``v_hat`` is up to ``1 / B2`` times ``v_1``. An implementation that rounds every operation
+    to the dtype (optax in float16: ``nu / (1 - b2^t)`` in float16) then holds ``v_hat = inf``
+    and its update ``m_hat / (sqrt(inf) + eps)`` is 0, while one that computes the update in
+    float32 and rounds once (the NumPy reference, torch's CPU kernels) moves the element by up
+    to ``lr``. Both are the dtype's honest arithmetic (measured: float16 unscaled breast_cancer,
+    t = 3, ``v_1 = 202``, ``v_hat = 67400 > 65504``: JAX's step 0, NumPy's 0.0097), so there
+    the update may be anything from 0 to its largest size (``_adam_largest_update``). ``v_1``
+    is taken at the top of the gradient's interval, ``|g| + tau``, and its update and the
+    division each round by ``UPDATE_ROUNDINGS`` units (``B2`` itself rounded to the dtype).
+    """
+    beta2 = optimizer.beta2
+    B2 = 1 - beta2**t
+    v1 = beta2 * v0 + (1 - beta2) * (g + tau) ** 2
+    return v1 * (1 + 2 * UPDATE_ROUNDINGS * EPS[dtype]) / B2 > LARGEST[dtype]
 
 
 def _adam_underflow_allowance(

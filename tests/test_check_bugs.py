@@ -445,3 +445,90 @@ def test_amplification_is_drift_over_the_linear_sum_of_one_step_errors():
     assert not tolerances.drift_is_amplified_rounding("float64", 1e6, steps_agree=False)
     assert not tolerances.drift_is_amplified_rounding("float64", 5.0, steps_agree=True)
     assert tolerances.drift_is_amplified_rounding("float64", 1e6, steps_agree=True)
+
+
+def _zero_step_where_v_hat_exceeds(limit):
+    """Adam that leaves an element in place where ``v / (1 - beta2^t)`` exceeds ``limit``: at
+    float16's largest number that is optax's honest float16 arithmetic (``v_hat = inf``,
+    step ``m_hat / inf = 0``); below it, a bug."""
+    module = numpy_copy()
+    honest = module.adam_update
+
+    def adam_update(p, grad, m, v, t, opt, kept):
+        named = honest(p, grad, m, v, t, opt, kept)
+        v_hat = np.asarray(named["v"], dtype=np.float64) / named["bias_correction2"]
+        named["p_next"] = np.where(v_hat > limit, p, named["p_next"]).astype(p.dtype)
+        return named
+
+    module.adam_update = adam_update
+    return module
+
+
+def test_a_float16_adam_step_of_zero_where_v_hat_overflows_passes_and_below_fails():
+    """Measured false alarm: unscaled breast_cancer, float16, eps 1e-4, t = 3, v = 202: v_hat
+    = 67400 > 65504, JAX's step 0, NumPy's 0.0097. The same zero step where v_hat is a hundred
+    times smaller (it fits) fails."""
+    recipe = Recipe(
+        dataset="breast_cancer",
+        hidden=[],
+        activations=["identity"],
+        loss="cross-entropy",
+        standardize=False,
+        optimizer="adam",
+        lr=0.01,
+        eps=1e-4,
+        steps=4,
+        dtype="float16",
+        init_seed=918,
+        split_seed=570,
+        batch_size=32,
+        batch_seed=87,
+        init_scheme="uniform",
+    )
+    largest = float(np.finfo(np.float16).max)
+    honest = _run(recipe, _zero_step_where_v_hat_exceeds(largest))
+    assert honest.verdict == "pass", [c for c in honest.comparisons if not c.passed]
+    planted = _run(recipe, _zero_step_where_v_hat_exceeds(largest / 100))
+    assert "weight:W1" in _failures(planted), sorted(_failures(planted))
+
+
+def _mse_derivative_doubled_first(factor=1.0):
+    """The mse derivative in torch's order, ``(2 (A - Y)) / (R O)``: ``2 (A - Y)`` rounds (and
+    may overflow) in the dtype before the division; ``factor`` plants a wrong gradient."""
+    module = numpy_copy()
+    rule = module.LOSSES["mse"]
+
+    def derivative(A, Y):
+        rows, outputs = A.shape[-2:]
+        doubled = (A - Y) * A.dtype.type(2)
+        return doubled / A.dtype.type(rows * outputs / factor)
+
+    module.LOSSES = {**module.LOSSES, "mse": dataclasses.replace(rule, derivative=derivative)}
+    return module
+
+
+def test_an_mse_gradient_inf_where_2_residual_overflows_passes_and_a_wrong_one_fails():
+    """Measured false alarm: float32 unscaled digits, nesterov diverging, step 23: |A - Y| of
+    1.9e38 fits, 2 |A - Y| does not, torch's grad:W1 is inf. That order passes; the same order
+    with a gradient 1e-4 too large fails."""
+    recipe = Recipe(
+        dataset="digits",
+        hidden=[],
+        activations=["identity"],
+        loss="mse",
+        standardize=False,
+        optimizer="momentum",
+        lr=0.05,
+        momentum=0.5,
+        nesterov=True,
+        weight_decay=0.0001,
+        steps=25,
+        dtype="float32",
+        init_seed=442,
+        split_seed=598,
+    )
+    with np.errstate(over="ignore", invalid="ignore"):
+        honest = _run(recipe, _mse_derivative_doubled_first())
+        planted = _run(recipe, _mse_derivative_doubled_first(1 + 1e-4))
+    assert honest.verdict == "pass", [c for c in honest.comparisons if not c.passed]
+    assert "grad:W1" in _failures(planted), sorted(_failures(planted))

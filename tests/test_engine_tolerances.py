@@ -303,3 +303,18 @@ def test_oracles_check_the_first_state_and_states_spread_over_the_run():
     assert oracle.states_to_check(300) == [0, 100, 200, 300]
     assert oracle.states_to_check(300, record_every=7) == [0, 98, 196, 300]
     assert oracle.states_to_check(1) == [0, 1]
+
+
+def test_adam_allows_a_zero_step_where_the_bias_corrected_v_overflows_float16():
+    """optax divides v by 1 - b2^t in float16: at t = 3 a v of 202 gives v_hat = 67400 > 65504,
+    inf, and a step of 0 where NumPy (float32, rounded once) moves by 0.0097 (measured, unscaled
+    breast_cancer); later, where v_hat fits, the allowance stays far below lr."""
+    opt = Optimizer("adam", lr=0.01, eps=1e-4)
+    m0, v0, g = 54.3125, 164.25, 194.5
+    reference = abs(_adam_update(opt, 3, -m0, v0, -g))
+    assert reference > 0.009
+    allowed = _allowance(opt, "param", [g], 0.1, count=2, m=m0, v=v0, dtype="float16")
+    assert allowed[0] >= reference, f"allowance {allowed[0]:.3g} below a zero step's {reference}"
+    fits = _allowance(opt, "param", [g / 10], 0.01, count=2, m=m0 / 10, v=v0 / 100, dtype="float16")
+    assert fits[0] < 0.01 * opt.lr, f"v_hat = 6740 fits, yet {fits[0]:.3g} allowed"
+    assert _allowance(opt, "param", [g], 0.1, count=2, m=m0, v=v0)[0] < 0.01 * opt.lr, "float32"

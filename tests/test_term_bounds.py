@@ -354,3 +354,39 @@ def test_elements_whose_terms_overflow_the_dtype_are_not_judged():
             "grad:W1"
         ]
     ).all()
+
+
+def test_an_mse_derivative_whose_power_rule_factor_overflows_is_not_judged():
+    """torch's MseLossBackward forms 2 (A - Y) before the chain rule's 1 / (R O): where
+    2 |A - Y| exceeds float32's largest number that element's gradient may be inf while the
+    reference's (2 / (R O)) (A - Y) is finite, so its bound is infinite; an output whose
+    2 |A - Y| fits keeps a finite bound, far below a wrong gradient's error."""
+    problem = _problem((1, 2), ("identity",), loss="mse", biases=False, dtype="float32")
+    X = np.ones((2, 1))
+    Y = np.zeros((2, 2))
+    params = {"W1": np.array([[[2e38, 1e38]]])}
+    with np.errstate(over="ignore"):
+        torch_like = 2 * (X.astype(np.float32) @ params["W1"][0].astype(np.float32))
+    assert np.isposinf(torch_like[:, 0]).all() and np.isfinite(torch_like[:, 1]).all()
+    bounds = term_bounds.pass_bounds(problem, params, X, Y)
+    bound = bounds["grad:W1"][0, 0]
+    assert np.isposinf(bound[0]), f"2 |A - Y| = 4e38 judged: {bound[0]}"
+    grad = 1e38  # column 1: sum over rows of (2 / 4) * 1e38
+    assert np.isfinite(bound[1]) and term_bounds.allowance(bound[1]) < 1e-5 * grad, bound[1]
+    assert np.isposinf(bounds["loss"][0]), "sum (A - Y)^2 = 1e77 formed before the division"
+
+
+def test_a_loss_whose_sum_before_the_division_overflows_is_not_judged():
+    """torch sums the rows' cross-entropies, then divides by R: two rows of 3e38 overflow
+    float32 where their mean does not; one such row (or float64) keeps a finite bound."""
+    problem = _problem((1, 2), ("identity",), loss="cross-entropy", biases=False)
+    params = {"W1": np.array([[[0.0, 3e38]]])}
+    Y = np.array([[1.0, 0.0]])
+    two = term_bounds.pass_bounds(problem, params, np.ones((2, 1)), np.repeat(Y, 2, axis=0))
+    one = term_bounds.pass_bounds(problem, params, np.ones((1, 1)), Y)
+    assert np.isposinf(two["loss"][0]), f"a sum of 6e38 judged: {two['loss'][0]}"
+    assert np.isfinite(one["loss"][0]), f"a sum of 3e38: {one['loss'][0]}"
+    wide = dataclasses.replace(problem, dtype="float64")
+    assert np.isfinite(
+        term_bounds.pass_bounds(wide, params, np.ones((2, 1)), np.repeat(Y, 2, axis=0))["loss"]
+    ).all()
