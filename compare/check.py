@@ -652,7 +652,6 @@ class _Judge:
         if not len(pairs):
             return
         before = {q: v[pairs] for q, v in records.items()}
-        count = before.get(quantities.STEP_COUNT)
         outgrown = np.zeros((len(pairs), self.onset.size), dtype=bool)
         first = np.nonzero(steps[pairs] == 0)[0]
         if len(first):
@@ -666,25 +665,16 @@ class _Judge:
             if quantities.is_exact(q):
                 continue
             gradient = quantities.gradient_of(q)
-            parameter = quantities.parameter(q)
             grad_rule = self._rule("synced", gradient)
             grad = before[gradient]
             scale = scales[gradient][pairs]
             scale = scale.reshape(scale.shape + (1,) * (grad.ndim - scale.ndim))
             with np.errstate(invalid="ignore", over="ignore"):
-                allowance = tolerances.update_allowance(
-                    problem.optimizer,
-                    quantities.buffer(q),
-                    self.dtype,
-                    grad=grad,
-                    grad_allowed=grad_rule.atol_at(scale) + grad_rule.rtol * np.abs(grad),
-                    param=before[problem.network.param_quantities[parameter]],
-                    change=np.abs(records[q][pairs + 1] - before[q]),
-                    count=count,
-                    buffers={
-                        buffer: before[name]
-                        for buffer, name in quantities.optimizer_buffers(problem, parameter).items()
-                    },
+                allowance = self._step_allowance(
+                    q,
+                    before,
+                    records[q][pairs + 1],
+                    grad_rule.atol_at(scale) + grad_rule.rtol * np.abs(grad),
                 )
                 if q in parameters:
                     outgrown |= tolerances.step_outgrows_independent(
@@ -693,6 +683,29 @@ class _Judge:
         found = (self.onset < 0) & outgrown.any(axis=0)
         first = np.argmax(outgrown, axis=0)
         self.onset[found] = steps[pairs[first[found]]] + 1
+
+    def _step_allowance(
+        self, q: str, before: dict, after: np.ndarray, grad_allowed: np.ndarray
+    ) -> np.ndarray:
+        """``tolerances.update_allowance`` of the next-state quantity ``q`` for steps from the
+        records ``before`` (state ``k``: gradient, parameter, step count, buffers) to ``after``
+        (its value at ``k + 1``), the gradient allowed ``grad_allowed``."""
+        problem = self.problem
+        parameter = quantities.parameter(q)
+        return tolerances.update_allowance(
+            problem.optimizer,
+            quantities.buffer(q),
+            self.dtype,
+            grad=before[quantities.gradient_of(q)],
+            grad_allowed=grad_allowed,
+            param=before[problem.network.param_quantities[parameter]],
+            change=np.abs(after - before[q]),
+            count=before.get(quantities.STEP_COUNT),
+            buffers={
+                buffer: before[name]
+                for buffer, name in quantities.optimizer_buffers(problem, parameter).items()
+            },
+        )
 
     def _term_bounds(self, steps: np.ndarray, records: dict) -> dict:
         """``("terms", q)`` -> ``(n, ...)``: the allowance of the loss and every gradient
@@ -783,7 +796,6 @@ class _Judge:
                 ok &= (a == b).reshape(points, -1).all(axis=1)
                 continue
             gradient = quantities.gradient_of(q)
-            parameter = quantities.parameter(q)
             grad_rule = self._rule("synced", gradient)
             grad = np.asarray(before[gradient], float)
             scale = np.asarray(scales[gradient], float)
@@ -791,21 +803,8 @@ class _Judge:
             with np.errstate(invalid="ignore", over="ignore"):
                 measured = np.abs(np.asarray(actual[gradient][i], float) - grad)
                 tau = grad_rule.atol_at(scale) + grad_rule.rtol * np.abs(grad)
-                allowance = tolerances.update_allowance(
-                    problem.optimizer,
-                    quantities.buffer(q),
-                    self.dtype,
-                    grad=grad,
-                    grad_allowed=np.maximum(tau, np.nan_to_num(measured, nan=0.0)),
-                    param=before[problem.network.param_quantities[parameter]],
-                    change=np.abs(b - before[q]),
-                    count=np.asarray(before[quantities.STEP_COUNT])
-                    if quantities.STEP_COUNT in before
-                    else None,
-                    buffers={
-                        buffer: before[name]
-                        for buffer, name in quantities.optimizer_buffers(problem, parameter).items()
-                    },
+                allowance = self._step_allowance(
+                    q, before, b, np.maximum(tau, np.nan_to_num(measured, nan=0.0))
                 )
                 allowed = np.maximum(rule.floor, rule.atol + np.nan_to_num(allowance, nan=0.0))
                 close = np.abs(a - b) <= allowed + rule.rtol * np.abs(b)
@@ -961,32 +960,19 @@ class _Judge:
         """One step's next state against ``against``'s state ``k + 1``; ``before`` holds its
         records at ``k`` (state and gradient), from which the allowance is derived."""
         problem, rule = self.problem, self.rules["next-state"]
-        count = before.get(quantities.STEP_COUNT)
         for q in quantities.next_state(problem):
             accumulator = self._accumulator(SYNCED, framework, against, q)
             if quantities.is_exact(q):
                 accumulator.add(steps, actual[q], expected[q], 0.0, 0.0)
                 continue
-            parameter = quantities.parameter(q)
             gradient = quantities.gradient_of(q)
             grad_rule = self._rule("synced", gradient)
             grad = before[gradient]
             grad_atol = self._record_atol(grad_rule, gradient, scales[gradient], before)
             grad_atol = grad_atol.reshape(grad_atol.shape + (1,) * (grad.ndim - grad_atol.ndim))
             with np.errstate(invalid="ignore", over="ignore"):
-                allowance = tolerances.update_allowance(
-                    problem.optimizer,
-                    quantities.buffer(q),
-                    self.dtype,
-                    grad=grad,
-                    grad_allowed=grad_atol + grad_rule.rtol * np.abs(grad),
-                    param=before[problem.network.param_quantities[parameter]],
-                    change=np.abs(expected[q] - before[q]),
-                    count=count,
-                    buffers={
-                        buffer: before[name]
-                        for buffer, name in quantities.optimizer_buffers(problem, parameter).items()
-                    },
+                allowance = self._step_allowance(
+                    q, before, expected[q], grad_atol + grad_rule.rtol * np.abs(grad)
                 )
             atol = np.maximum(rule.floor, rule.atol + np.where(np.isnan(allowance), 0.0, allowance))
             # Where the gradient may overflow the dtype (an infinite atol), so may the step.
