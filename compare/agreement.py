@@ -662,6 +662,11 @@ class PrecisionFacts:
         amplifying_from: Float64 with no synced step: the first state at which one correct
             step from the reference's state may move a parameter beyond the independent
             tolerance (``tolerances.step_outgrows_independent``), or ``None``.
+        synced_diagnosis: Float64, mode ``independent``: the frameworks whose drift failed after
+            the first step, which drift alone cannot tell from rounding that the trajectory
+            amplifies, so the run was repeated in mode ``both`` to decide it (every step of each
+            framework also taken from the reference's state and judged); the result is then that
+            run's, with this run's oracles. Empty: no such repeat.
     """
 
     mode: str
@@ -674,6 +679,7 @@ class PrecisionFacts:
     amplification: dict[str, float] = field(default_factory=dict)
     drift_reported: tuple[str, ...] = ()
     amplifying_from: int | None = None
+    synced_diagnosis: tuple[str, ...] = ()
 
     @property
     def failed_oracles(self) -> list[tuple[str, object]]:

@@ -392,7 +392,67 @@ def check_seeds(
         result.stats = stats
         result.oracle_seeds = with_oracles
         result.batch_seeds = len(recipes)
+    undecided = [
+        point
+        for point, result in enumerate(results)
+        if judge.first_step_agreed(point) and _drift_undecided(result)
+    ]
+    if undecided:
+        # Float64 drift that failed after the first step, with no synced step to tell a wrong
+        # step from amplified rounding: take every step from the reference's states too.
+        again = check_seeds(
+            recipe,
+            None if seeds is None else [seeds[point] for point in undecided],
+            names,
+            reference,
+            "both",
+            rtol,
+            atol,
+            trajectories=trajectories,
+            record_every=record_every,
+            oracles=False,
+            modules=modules,
+            isolate=isolate,
+            chunk=chunk,
+        )
+        for point, diagnosed in zip(undecided, again, strict=True):
+            results[point] = _diagnosed(results[point], diagnosed)
     return results
+
+
+def _drift_undecided(result: CheckResult) -> bool:
+    """Float64, mode ``independent``: whether the run failed on drift alone, first after the
+    first step (nothing at state 0, no oracle, no precision switch), where one step's rounding
+    may have been amplified by the trajectory: only a synced step can tell (``_diagnosed``).
+    (A first step beyond its synced bounds, ``_Judge.first_step_agreed``, needs no more: it
+    fails as it is.)"""
+    failed = [c for c in result.comparisons if c.gating and not c.passed]
+    return (
+        result.mode == INDEPENDENT
+        and result.dtype == "float64"
+        and result.verdict == "fail"
+        and result.precision.passed
+        and all(c.first_failing_step is not None and c.first_failing_step >= 1 for c in failed)
+    )
+
+
+def _diagnosed(independent: CheckResult, both: CheckResult) -> CheckResult:
+    """The mode ``both`` run ``both`` of a recipe whose independent run ``independent`` failed
+    on drift (``_drift_undecided``), with the independent run's oracles: its verdict decides
+    (a wrong step fails its synced comparisons; drift that its measured one-step differences
+    explain is reported, ``tolerances.drift_is_amplified_rounding``)."""
+    failed = {c.framework for c in independent.comparisons if c.gating and not c.passed}
+    precision = dataclasses.replace(
+        both.precision,
+        oracles=independent.precision.oracles,
+        synced_diagnosis=tuple(name for name in independent.frameworks if name in failed),
+    )
+    return dataclasses.replace(
+        both,
+        precision=precision,
+        verdict=verdict(both.comparisons, precision),
+        oracle_seeds=independent.oracle_seeds,
+    )
 
 
 def _oracle_points(seeds: list[int] | None, oracle_seeds: Sequence[int] | None) -> tuple:
@@ -810,6 +870,11 @@ class _Judge:
                 close = np.abs(a - b) <= allowed + rule.rtol * np.abs(b)
                 ok &= (close | (np.isnan(a) & np.isnan(b))).reshape(points, -1).all(axis=1)
         self.first_step_ok[framework] = ok
+
+    def first_step_agreed(self, point: int) -> bool:
+        """Whether every framework's first step checked by ``_first_step`` at ``point`` was
+        within its synced bounds (true where none was checked)."""
+        return all(bool(ok[point]) for ok in self.first_step_ok.values())
 
     def synced_records(
         self, framework: str, steps: np.ndarray, actual: dict, expected: dict

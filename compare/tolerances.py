@@ -112,6 +112,13 @@ apart becoming 1.4e-14 in b1, then growing 25-fold a step while every gradient s
 1e-18). Drift that first exceeds the tolerance at or after that state is then reported, with the
 state a precision fact (``amplifying_from``); drift before it is judged, so a wrong formula or
 update that shows in the first steps still fails, and ``--mode both`` judges every step.
+Drift can also outgrow the tolerance before that state, where no single step can but the
+trajectory multiplies each step's rounding (measured: unscaled breast_cancer, saturated gelu and
+tanh units, Adam: the frameworks' differences grew 10 to 20-fold a step from the first, and a
+gradient failed at state 5 against an onset of 22; mode ``both`` measured an amplification of
+1e11 and passed every step). Such a run, whose first step agreed, is repeated in mode ``both``
+(``compare.check``'s ``synced_diagnosis``): its synced steps decide, so a wrong step there fails
+at the step where it is wrong.
 
 Below float64 the drift does not decide: in float32 the tutorial's weights already differ by 3.1e-4
 relative against ``sqrt(eps)`` = 3.45e-4, and longer runs cross it. So ``both`` mode judges float32

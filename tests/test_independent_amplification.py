@@ -93,3 +93,76 @@ def test_each_seed_of_a_batch_has_its_own_onset_and_first_step():
         assert batched.precision.drift_reported == single.precision.drift_reported, seed
         assert batched.verdict == single.verdict, seed
     assert len({r.precision.amplifying_from for r in alone}) > 1, "the seeds should differ"
+
+
+#: A false alarm of the benchmark: unscaled breast_cancer, saturated gelu and tanh units, Adam.
+#: Every step is correct (mode both passes it, measuring an amplification of about 1e11), yet
+#: the frameworks' rounding grows 10 to 20-fold a step from the first, so torch's grad:W2 parted
+#: from NumPy's beyond the independent tolerance at state 5, long before one correct step alone
+#: could (``amplifying_from`` 22).
+CHAOTIC_ADAM = Recipe(
+    dataset="breast_cancer",
+    hidden=(4, 3),
+    activations=("gelu", "gelu", "tanh"),
+    loss="half-mse",
+    biases=False,
+    standardize=False,
+    optimizer="adam",
+    lr=0.01,
+    steps=12,
+    init_seed=497,
+    split_seed=723,
+)
+
+
+def test_drift_before_the_onset_is_decided_by_a_synced_run():
+    result = check(CHAOTIC_ADAM, ("numpy", "torch"), mode="independent", isolate=False)
+    assert result.precision.synced_diagnosis == ("torch",)
+    assert result.mode == "both"
+    drifted = [c for c in result.comparisons if c.mode == "independent" and not c.passed]
+    assert drifted and all(not c.gating for c in drifted)
+    assert all(c.passed for c in result.comparisons if c.mode == "synced")
+    assert result.precision.drift_reported == ("torch",)
+    assert result.precision.oracles["torch"], "the independent run's oracles are kept"
+    assert result.verdict == "pass"
+    # The report says why the result is mode both's.
+    from rich.console import Console
+
+    from compare.present import json_report, terminal
+
+    document = json_report.to_json(result, {})
+    assert document["precision"]["synced_diagnosis"] == ["torch"]
+    assert document["mode"] == "both"
+    console = Console(record=True, width=200)
+    terminal.render_precision(console, result)
+    assert "so the run was repeated in mode both" in console.export_text()
+
+
+def test_a_bug_from_the_fourth_step_on_fails_the_synced_run():
+    """An Adam learning rate 2% too large from t = 4 on (step 3): the first step agrees, the
+    drift fails later, and the synced run it triggers names the wrong step."""
+    from compare import testing
+    from implementations import numpy_manual
+
+    late = testing.mutate(
+        numpy_manual,
+        [
+            (
+                "step_size = opt.lr / bias_correction1",
+                "step_size = opt.lr * np.where(t >= 4, 1.02, 1.0) / bias_correction1",
+            )
+        ],
+        "late_wrong_lr",
+    )
+    result = check(
+        CHAOTIC_ADAM,
+        ("numpy", "late"),
+        mode="independent",
+        oracles=False,
+        modules={"late": late},
+        isolate=False,
+    )
+    assert result.precision.synced_diagnosis == ("late",)
+    assert result.verdict == "fail"
+    first = result.first_failure
+    assert (first.mode, first.framework, first.first_failing_step) == ("synced", "late", 3), first

@@ -94,6 +94,7 @@ def to_json(result, environment: dict[str, str | None]) -> dict[str, Any]:
                 "amplification": result.precision.amplification,
                 "drift_reported": list(result.precision.drift_reported),
                 "amplifying_from": result.precision.amplifying_from,
+                "synced_diagnosis": list(result.precision.synced_diagnosis),
             }
         ),
         "workers": dict(result.workers),

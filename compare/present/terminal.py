@@ -215,6 +215,13 @@ def render_precision(console: Console, result) -> None:
             "reported, not judged. --mode both (the default) steps every framework from the "
             "reference's states and judges each step."
         )
+    if facts.synced_diagnosis:
+        console.print(
+            f"Note: in independent mode the drift of {', '.join(facts.synced_diagnosis)} failed "
+            "after the first step, which drift alone cannot tell from rounding the trajectory "
+            "amplifies, so the run was repeated in mode both: every step of each framework was "
+            "also taken from the reference's state and judged, and this is that run's verdict."
+        )
     if result.mode == "independent" and result.dtype != "float64":
         console.print(
             f"Note: in {result.dtype}, independent mode judges non-finite values, each model's "
