@@ -40,7 +40,12 @@ kink lies within ``e(Z)`` of ``Z``); then
 ``e(dL/dW_l) = |A_{l-1}|^T e(delta_l) + e(A_{l-1})^T |delta_l| + u(R) |A_{l-1}|^T |delta_l|``
 ``+ s |dL/dW_l|``, ``e(dL/db_l) = sum_rows e(delta_l) + u(R) sum_rows |delta_l| + s |dL/db_l|``,
 and ``e(G_{l-1}) = e(delta_l) |W_l|^T + u(out) |delta_l| |W_l|^T + s |G_{l-1}|``. The loss errs
-by ``sum |G| e(A_L)`` plus ``u(R O) + s`` times the magnitude of its terms.
+by ``sum |G| e(A_L)`` plus ``u(R O) + s`` times the magnitude of its terms. A backward
+intermediate is capped (infinite bound) where its magnitude times the loss's divisor exceeds
+the dtype's largest number: the divisor is a scalar, which a correct implementation may apply
+anywhere along the backward chain (XLA's simplifier moves scalar multiplies across dots), so
+it may hold ``G_l`` unscaled (measured: bfloat16 unscaled wine, diverged, ``G_2`` up to 0.46 of
+bfloat16's largest number, JAX's ``grad:W2`` inf where ``A_1`` was exactly 0 and NumPy's 0).
 
 Two correct implementations each err by at most ``e``, so they differ by at most ``2 e``; the
 allowance (``allowance``) is ``TERM_SAFETY`` times that. First-order analysis drops products of
@@ -92,10 +97,12 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_TANH_CUBIC = 0.044715
 
 
-def _capped(magnitude: np.ndarray, dtype: str) -> np.ndarray:
-    """``magnitude``, infinite where it exceeds the dtype's largest finite number: there the
-    computation may overflow, so every bound computed from it is infinite too."""
-    return np.where(magnitude > tolerances.LARGEST[dtype], np.inf, magnitude)
+def _capped(magnitude: np.ndarray, dtype: str, unscaled: float = 1.0) -> np.ndarray:
+    """``magnitude``, infinite where it (times ``unscaled``, the factor by which a correct
+    implementation may hold it before a scaling it applies later) exceeds the dtype's largest
+    finite number: there the computation may overflow, so every bound computed from it is
+    infinite too."""
+    return np.where(magnitude * unscaled > tolerances.LARGEST[dtype], np.inf, magnitude)
 
 
 def working_dtype(dtype: str) -> str:
@@ -161,6 +168,21 @@ def _activation(name: str, Z: np.ndarray, eZ: np.ndarray, r: float):
     raise ValueError(f"no rounding bound for activation {name!r}")
 
 
+def _derivative_reach(name: str, Z: np.ndarray) -> np.ndarray | None:
+    """How far above ``|G|`` an intermediate of ``G f'(Z)`` may reach, where ``f'`` is a sum
+    of products that the chain rule may multiply into ``G`` in any order (``None``: at most
+    ``|G|``, as for the derivatives of sigmoid and tanh, taken from outputs within [0, 1], and
+    of relu). GELU's ``Phi(Z) + Z phi(Z)``: autodiff's transposed product forms ``Z G`` before
+    ``phi(Z)``, which is 0 far from 0, so ``Z G`` past the largest number gives inf times 0,
+    NaN (measured: JAX's float32 vjp of gelu at ``Z = -9.5e9`` with ``G = 1.6e31`` is NaN, at
+    ``G = 1e28`` it is 0); the tanh form also forms ``3 c Z^2``."""
+    if name == "gelu":
+        return np.maximum(1.0, np.abs(Z))
+    if name == "gelu_tanh":
+        return np.maximum(np.maximum(1.0, np.abs(Z)), 3 * _GELU_TANH_CUBIC * Z * Z)
+    return None
+
+
 def _summed_before_division(terms: np.ndarray, divisor: float, dtype: str) -> np.ndarray:
     """A loss's ``terms`` (already divided by ``divisor``), infinite for a whole point where
     their sum before the division, ``divisor sum |terms|``, exceeds the working precision's
@@ -172,7 +194,9 @@ def _summed_before_division(terms: np.ndarray, divisor: float, dtype: str) -> np
 
 
 def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float, dtype: str):
-    """``G = dL/dA``, ``e(G)``, and the magnitudes of the loss's terms, per element.
+    """``G = dL/dA``, ``e(G)``, the magnitudes of the loss's terms, per element, and the loss's
+    divisor (``R O``, ``R``, ``2 / c``): the factor by which a backward intermediate may exceed
+    its value (see ``pass_bounds``).
 
     The squared errors' intermediates are capped too (``_capped``), not only their scaled
     results: a correct implementation may form ``sum (A - Y)^2`` before dividing by its
@@ -194,7 +218,7 @@ def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float, dty
         eG = c * (eA + r * np.abs(residual))
         # Computed in the working precision (16-bit losses widened to float32), rounded once.
         doubled_overflows = 2 * np.abs(residual) > tolerances.LARGEST[working_dtype(dtype)]
-        return c * residual, np.where(doubled_overflows, np.inf, eG), terms
+        return c * residual, np.where(doubled_overflows, np.inf, eG), terms, 2 / c
     if name == "cross-entropy":
         shifted = A - np.max(A, axis=-1, keepdims=True)
         log_sum = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
@@ -205,7 +229,7 @@ def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float, dty
         G = (s * total - Y) / rows
         eG = (es * np.abs(total) + r * (s * np.abs(total) + np.abs(Y))) / rows
         terms = np.abs(Y) * (np.abs(shifted) + log_sum) / rows
-        return G, eG, _summed_before_division(terms, rows, dtype)
+        return G, eG, _summed_before_division(terms, rows, dtype), rows
     if name == "binary-cross-entropy":
         n = rows * outputs
         q = A * (1 - A)
@@ -217,7 +241,7 @@ def _loss(name: str, A: np.ndarray, eA: np.ndarray, Y: np.ndarray, r: float, dty
             log_A = np.maximum(np.log(A), -100.0)
             log_1_minus_A = np.maximum(np.log1p(-A), -100.0)
         terms = (np.abs(Y * log_A) + np.abs((1 - Y) * log_1_minus_A)) / n
-        return G, slope * eA + 3 * r * np.abs(G), _summed_before_division(terms, n, dtype)
+        return G, slope * eA + 3 * r * np.abs(G), _summed_before_division(terms, n, dtype), n
     raise ValueError(f"no rounding bound for loss {name!r}")
 
 
@@ -244,6 +268,7 @@ def pass_bounds(
     """
     net, dtype = problem.network, problem.dtype
     store = storage_rounding(dtype)
+    work = working_dtype(dtype)
     r = store + ELEMENTWISE_ROUNDINGS * tolerances.EPS[working_dtype(dtype)]
     rows = X.shape[-2]
     out: dict[str, np.ndarray] = {}
@@ -265,8 +290,8 @@ def pass_bounds(
             eZ = eA @ np.abs(W) + sum_rounding(W.shape[-2], dtype) * magnitude + store * stored
             inputs.append((A, eA))
             A, dA, eA, e_dA = _activation(activation, Z, eZ, r)
-            derivatives.append((dA, e_dA))
-        G, eG, terms = _loss(net.loss, A, eA, Y, r, dtype)
+            derivatives.append((dA, e_dA, _derivative_reach(activation, Z)))
+        G, eG, terms, unscaled = _loss(net.loss, A, eA, Y, r, dtype)
         loss_terms = _capped(np.sum(terms, axis=(-2, -1)), dtype)
         out["loss"] = (
             np.sum(np.abs(G) * eA, axis=(-2, -1))
@@ -275,21 +300,26 @@ def pass_bounds(
         u_rows = sum_rounding(rows, dtype)
         for layer in range(net.layers, 0, -1):
             A_prev, eA_prev = inputs[layer - 1]
-            dA, e_dA = derivatives[layer - 1]
+            dA, e_dA, reach = derivatives[layer - 1]
             delta = G * dA
-            abs_delta = _capped(np.abs(delta), dtype)
+            abs_delta = _capped(np.abs(delta), dtype, unscaled)
             e_delta = eG * np.abs(dA) + np.abs(G) * e_dA + r * abs_delta
+            if reach is not None:
+                # The chain rule's products may be formed in any order (_derivative_reach).
+                largest = tolerances.LARGEST[work]
+                overflows = (np.abs(G) * reach > largest) | (reach > largest)
+                e_delta = np.where(overflows, np.inf, e_delta)
             A_prev_T = np.swapaxes(np.abs(A_prev), -1, -2)
             out[f"grad:W{layer}"] = (
                 A_prev_T @ e_delta
-                + u_rows * _capped(A_prev_T @ abs_delta, dtype)
+                + u_rows * _capped(A_prev_T @ abs_delta, dtype, unscaled)
                 + np.swapaxes(eA_prev, -1, -2) @ abs_delta
                 + store * np.abs(np.swapaxes(A_prev, -1, -2) @ delta)
             )
             if net.biases:
                 out[f"grad:b{layer}"] = (
                     np.sum(e_delta, axis=-2)
-                    + u_rows * _capped(np.sum(abs_delta, axis=-2), dtype)
+                    + u_rows * _capped(np.sum(abs_delta, axis=-2), dtype, unscaled)
                     + store * np.abs(np.sum(delta, axis=-2))
                 )
             if layer > 1:
@@ -297,7 +327,7 @@ def pass_bounds(
                 G = delta @ np.swapaxes(params[f"W{layer}"], -1, -2)
                 eG = (
                     e_delta @ W_T
-                    + sum_rounding(W_T.shape[-2], dtype) * _capped(abs_delta @ W_T, dtype)
+                    + sum_rounding(W_T.shape[-2], dtype) * _capped(abs_delta @ W_T, dtype, unscaled)
                     + store * np.abs(G)
                 )
     return {q: np.where(np.isfinite(v), v, np.inf) for q, v in out.items()}

@@ -390,3 +390,47 @@ def test_a_loss_whose_sum_before_the_division_overflows_is_not_judged():
     assert np.isfinite(
         term_bounds.pass_bounds(wide, params, np.ones((2, 1)), np.repeat(Y, 2, axis=0))["loss"]
     ).all()
+
+
+def test_a_gelu_derivative_whose_chain_rule_product_overflows_is_not_judged():
+    """Autodiff's transposed GELU derivative forms ``Z G`` before ``phi(Z)``: far below 0,
+    ``phi`` is 0 and ``Z G`` past float32's largest number makes the gradient NaN (JAX's vjp,
+    measured), where the exact derivative is 0. That element is not judged; the same network
+    with a ``G`` whose ``Z G`` fits keeps a finite bound."""
+    problem = _problem((1, 1, 1), ("gelu", "identity"), loss="mse", biases=False)
+    X, Y = np.ones((1, 1)), np.ones((1, 1))
+
+    def bound(W2: float) -> float:
+        params = {"W1": np.array([[[-9.5e9]]]), "W2": np.array([[[W2]]])}
+        return term_bounds.pass_bounds(problem, params, X, Y)["grad:W1"][0, 0, 0]
+
+    # G_1 = 2 (A_2 - Y) W2 = -2 W2, with A_1 = gelu(-9.5e9) = 0.
+    assert np.isposinf(bound(1e31)), "Z G = 1.9e41 judged"
+    assert np.isfinite(bound(1e27)), "Z G = 1.9e37 fits float32"
+    jax = pytest.importorskip("jax")
+    import functools
+
+    gelu = functools.partial(jax.nn.gelu, approximate=False)
+    for G, finite in ((-2e31, False), (-2e27, True)):
+        _, vjp = jax.vjp(gelu, np.float32(-9.5e9))
+        assert bool(np.isfinite(vjp(np.float32(G))[0])) is finite, G
+
+
+def test_backward_intermediates_before_the_loss_scaling_are_capped():
+    """A correct implementation may apply the loss's ``1 / (R O)`` anywhere along the backward
+    chain (XLA moves scalar multiplies across dots), so an intermediate may hold ``R O`` times
+    its value: where that exceeds the largest number, the elements it reaches are not judged."""
+    problem = _problem((1, 1, 4), ("identity", "identity"), loss="mse", biases=False)
+    rows = 100
+    X, Y = np.ones((rows, 1)), np.zeros((rows, 4))
+
+    def bounds(w: float) -> dict:
+        params = {"W1": np.array([[[1.0]]]), "W2": np.full((1, 1, 4), w)}
+        return term_bounds.pass_bounds(problem, params, X, Y)
+
+    # delta_2 = (2 / (R O)) w per element, G_1 = O delta_2 w = 2 w^2 / R per row, and
+    # grad:W1 = 2 w^2: 2e36 fits float32, but R O times G_1's terms, 8e38, does not.
+    overflowing = bounds(1e18)
+    assert np.isposinf(overflowing["grad:W1"]).all(), overflowing["grad:W1"]
+    assert np.isfinite(overflowing["grad:W2"]).all(), "delta_2 R O = 2e18 fits"
+    assert np.isfinite(bounds(1e17)["grad:W1"]).all(), "R O 2 w^2 / R = 8e36 fits"
