@@ -129,7 +129,9 @@ def _activation(name: str, Z: np.ndarray, eZ: np.ndarray, r: float):
     if name == "identity":
         return Z, np.ones_like(Z), eZ, np.zeros_like(Z)
     if name == "sigmoid":
-        A = 0.5 * (1 + np.tanh(0.5 * Z))
+        from scipy.special import expit
+
+        A = expit(Z)  # accurate in both tails (1/2 (1 + tanh(Z/2)) is 0 below -37)
         dA = A * (1 - A)
         eA = dA * eZ + r * A
         return A, dA, eA, np.abs(1 - 2 * A) * eA + r * dA
@@ -166,6 +168,20 @@ def _activation(name: str, Z: np.ndarray, eZ: np.ndarray, r: float):
         terms = 0.5 * (1 + t) + np.abs(0.5 * Z * sech2 * du)
         return A, dA, np.abs(dA) * eZ + r * np.abs(A), np.abs(second) * eZ + r * terms
     raise ValueError(f"no rounding bound for activation {name!r}")
+
+
+def _underflow(x: np.ndarray, dtype: str) -> np.ndarray:
+    """The absolute error a value may carry below the smallest normal number, which the
+    relative roundings do not see: flushed to zero where it is below the smallest normal of
+    the precision it is computed in (FTZ/DAZ, ``tolerances.FLUSH_TINY``), and rounded to the
+    dtype's subnormal spacing (half of ``tiny * eps``) where it is stored below the dtype's
+    smallest normal. It matters where a later factor amplifies it (measured: float32 unscaled
+    wine, BCE at its gradient floor: NumPy's sigmoid of -93, 2.5e-41, times the floor's
+    1e12, a grad:W1 of 3.6e-29 where torch and JAX flushed the output to 0)."""
+    magnitude = np.abs(x)
+    tiny = tolerances.TINY[dtype]
+    rounded = np.where((magnitude > 0) & (magnitude < tiny), tiny * tolerances.EPS[dtype] / 2, 0.0)
+    return np.minimum(magnitude, tolerances.FLUSH_TINY[dtype]) + rounded
 
 
 def _derivative_reach(name: str, Z: np.ndarray) -> np.ndarray | None:
@@ -288,10 +304,13 @@ def pass_bounds(
                 stored = stored + np.abs(Z)  # and the sum with the bias, rounded again
             magnitude = _capped(magnitude, dtype)
             eZ = eA @ np.abs(W) + sum_rounding(W.shape[-2], dtype) * magnitude + store * stored
+            eZ = eZ + _underflow(Z, dtype)
             inputs.append((A, eA))
             A, dA, eA, e_dA = _activation(activation, Z, eZ, r)
+            eA, e_dA = eA + _underflow(A, dtype), e_dA + _underflow(dA, dtype)
             derivatives.append((dA, e_dA, _derivative_reach(activation, Z)))
         G, eG, terms, unscaled = _loss(net.loss, A, eA, Y, r, dtype)
+        eG = eG + _underflow(G, dtype)
         loss_terms = _capped(np.sum(terms, axis=(-2, -1)), dtype)
         out["loss"] = (
             np.sum(np.abs(G) * eA, axis=(-2, -1))
