@@ -150,12 +150,17 @@ def _activation(name: str, Z: np.ndarray, eZ: np.ndarray, r: float):
     if name == "gelu":
         from scipy.special import erf
 
-        Phi = 0.5 * (1 + erf(Z * _SQRT_HALF))
+        erf_Z = erf(Z * _SQRT_HALF)
+        Phi = 0.5 * (1 + erf_Z)
+        # Phi is formed as 1/2 (1 + erf) (torch, NumPy), or by erfc (JAX): the sum's terms,
+        # not Phi, set its rounding, which is absolute where erf is near -1.
+        Phi_terms = 0.5 * (1 + np.abs(erf_Z))
         phi = _NORMAL_DENSITY * np.exp(-0.5 * Z * Z)
         A, dA = Z * Phi, Phi + Z * phi
         second = phi * (2 - Z * Z)
-        terms = Phi + np.abs(Z * phi)
-        return A, dA, np.abs(dA) * eZ + r * np.abs(A), np.abs(second) * eZ + r * terms
+        terms = Phi_terms + np.abs(Z * phi)
+        eA = np.abs(dA) * eZ + r * np.abs(Z) * Phi_terms
+        return A, dA, eA, np.abs(second) * eZ + r * terms
     if name == "gelu_tanh":
         inner = _SQRT_2_OVER_PI * (Z + _GELU_TANH_CUBIC * Z**3)
         t = np.tanh(inner)
@@ -165,8 +170,14 @@ def _activation(name: str, Z: np.ndarray, eZ: np.ndarray, r: float):
         A = 0.5 * Z * (1 + t)
         dA = 0.5 * (1 + t) + 0.5 * Z * sech2 * du
         second = sech2 * (du + 0.5 * Z * (d2u - 2 * t * du * du))
-        terms = 0.5 * (1 + t) + np.abs(0.5 * Z * sech2 * du)
-        return A, dA, np.abs(dA) * eZ + r * np.abs(A), np.abs(second) * eZ + r * terms
+        half_terms = 0.5 * (1 + np.abs(t))  # the terms of 1/2 (1 + t), as Phi's above
+        terms = half_terms + np.abs(0.5 * Z * sech2 * du)
+        # sech^2 is formed as 1 - t^2 from the rounded t: t's own rounding, r |t|, becomes
+        # 2 r t^2 of it, absolute, however small sech^2 is (measured: float64 iris, JAX's tanh
+        # a few ulps from libm's near t = 1, grad:W2 2e-13 apart on an element of 0.034).
+        e_sech2 = 2 * r * t * t
+        e_dA = np.abs(second) * eZ + r * terms + np.abs(0.5 * Z * du) * e_sech2
+        return A, dA, np.abs(dA) * eZ + r * np.abs(Z) * half_terms, e_dA
     raise ValueError(f"no rounding bound for activation {name!r}")
 
 

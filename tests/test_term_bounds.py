@@ -469,3 +469,32 @@ def test_a_subnormal_output_amplified_by_the_bce_floor_is_allowed_its_flush():
     allowed = float(allowed.ravel()[0])
     assert abs(reference - 0.0) <= allowed, "a flushed output (gradient 0) is allowed"
     assert allowed < 10 * abs(reference), "a gradient wrong by ten times it is not"
+
+
+def test_gelu_tanh_derivative_allows_a_few_ulps_of_tanh_near_one():
+    """``1 - t^2`` from a tanh a few ulps off (XLA's float64 tanh differs from libm's by up to 5
+    ulps) differs absolutely by about ``eps``, however small ``1 - t^2`` is: the bound allows
+    that, and still not a derivative that drops its ``sech^2`` term."""
+    problem = _problem((1, 1, 1), ("gelu_tanh", "identity"), loss="mse", dtype="float64")
+    X = np.linspace(6.0, 9.0, 16)[:, None]
+    Y = np.zeros((16, 1))
+    params = {"W1": np.ones((1, 1, 1)), "b1": np.zeros((1, 1)), "W2": np.ones((1, 1, 1))}
+    params["b2"] = np.zeros((1, 1))
+    allowed = term_bounds.allowance(term_bounds.pass_bounds(problem, params, X, Y)["grad:W1"])
+    allowed = float(allowed.ravel()[0])
+    Z = X[:, 0]
+    c = math.sqrt(2 / math.pi)
+    t = np.tanh(c * (Z + 0.044715 * Z**3))
+    du = c * (1 + 3 * 0.044715 * Z * Z)
+    A = 0.5 * Z * (1 + t)
+    G = 2 * (A - Y[:, 0]) / len(Z)  # dL/dA_1 = dL/dA_2 (identity, W2 = 1)
+
+    def grad(t_used: np.ndarray, sech2_term: bool = True) -> float:
+        dA = 0.5 * (1 + t_used) + (0.5 * Z * (1 - t_used * t_used) * du if sech2_term else 0)
+        return float(np.sum(Z * G * dA))
+
+    exact = grad(t)
+    few_ulps_off = grad(np.minimum(t * (1 - 5 * np.finfo(float).eps / 2), 1.0))
+    assert few_ulps_off != exact
+    assert abs(few_ulps_off - exact) <= allowed, (abs(few_ulps_off - exact), allowed)
+    assert abs(grad(t, sech2_term=False) - exact) > 100 * allowed
