@@ -868,7 +868,8 @@ class _Judge:
                 )
                 allowed = np.maximum(rule.floor, rule.atol + np.nan_to_num(allowance, nan=0.0))
                 close = np.abs(a - b) <= allowed + rule.rtol * np.abs(b)
-                ok &= (close | (np.isnan(a) & np.isnan(b))).reshape(points, -1).all(axis=1)
+                both_nonfinite = ~np.isfinite(a) & ~np.isfinite(b)  # agreement.absolute_error
+                ok &= (close | both_nonfinite).reshape(points, -1).all(axis=1)
         self.first_step_ok[framework] = ok
 
     def first_step_agreed(self, point: int) -> bool:

@@ -181,3 +181,17 @@ def test_every_point_finds_what_the_definitions_give(kind):
             actual[:, point], expected[:, point], point_atol, 1e-6, tolerances.TINY[dtype]
         )
         assert {key: facts[key] for key in naive} == naive, f"point {point} ({kind})"
+
+
+def test_non_finite_values_of_different_kinds_agree_finite_against_non_finite_does_not():
+    """After an overflow, inf, -inf or NaN depends on the order of operations (inf - inf):
+    any two non-finite values agree; a finite value never matches a non-finite one."""
+    reference = np.array([np.inf, np.nan, -np.inf, np.inf, 1.0, np.nan])
+    framework = np.array([np.nan, np.inf, np.inf, 1.0, np.nan, np.nan])
+    error = agreement.absolute_error(framework, reference)
+    assert error.tolist() == [0.0, 0.0, 0.0, np.inf, np.inf, 0.0]
+    for chosen, fails_at in (([0, 1, 2, 5], None), ([0, 3], 1), ([4], 0)):
+        accumulator = agreement.SeriesAccumulator("float64", len(chosen))
+        steps = np.arange(len(chosen))
+        accumulator.add(steps, framework[chosen], reference[chosen], 1e-6, 1e-6)
+        assert accumulator.facts()["first_failing_step"] == fails_at, chosen
