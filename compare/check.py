@@ -408,6 +408,7 @@ def check_seeds(
             "both",
             rtol,
             atol,
+            progress=progress,
             trajectories=trajectories,
             record_every=record_every,
             oracles=False,
