@@ -349,9 +349,10 @@ def test_infinite_atol_is_not_judged_and_finite_atol_still_is():
     assert facts["first_failing_step"] is None, "an element the dtype may overflow failed"
     assert facts["atol"] == 0.5, "the reported atol counts the elements not judged"
     accumulator = agreement.SeriesAccumulator("float32", 1)
-    accumulator.add(np.array([0]), actual, expected, np.array([[0.5, np.inf, 0.5]]), 0.0)
+    finite = np.array([[3.0e38, 2.0, 1.0]])
+    accumulator.add(np.array([0]), finite, expected, np.array([[0.5, np.inf, 0.5]]), 0.0)
     facts = accumulator.facts()
-    assert facts["first_failing_index"] == (0,), "a NaN reference matched inf at a finite atol"
+    assert facts["first_failing_index"] == (0,), "a NaN reference matched 3e38 at a finite atol"
 
 
 def test_elements_whose_terms_overflow_the_dtype_are_not_judged():
