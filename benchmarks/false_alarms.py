@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+import implementations
 from compare import Recipe, check
 
 #: Configurations that raised false alarms in earlier versions (issue 8), always included.
@@ -967,8 +968,6 @@ def main() -> int:
     shard, shards = (int(part) for part in args.shard.split("/"))
     configs = configurations(20 if args.quick else args.count, args.seed)[shard - 1 :: shards]
     if args.in_process:
-        import implementations
-
         for name in ("numpy", "torch", "jax"):  # one at a time, before any thread starts
             implementations.load(name)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -991,17 +990,10 @@ def main() -> int:
                     # Every configuration compiles its own XLA executables, each holding
                     # memory mappings: 150 configurations in one process reached the kernel's
                     # map limit (vm.max_map_count 65530), and LLVM then failed to allocate.
-                    _clear_jax_caches()
+                    implementations.release()
             records.append(record)
             print(f"{number:4d}/{len(configs)} {record['verdict']:<5} {key}", flush=True)
     return summarise(records)
-
-
-def _clear_jax_caches() -> None:
-    """Drop JAX's compiled executables (``jax.clear_caches``) if JAX is loaded."""
-    jax = sys.modules.get("jax")
-    if jax is not None:
-        jax.clear_caches()
 
 
 def summarise(records: list[dict[str, object]]) -> int:

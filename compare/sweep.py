@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+import implementations
 from compare import tolerances
 from compare.jsonable import json_number, json_ready
 from compare.recipe import Recipe, RecipeError, resolve_paths
@@ -402,6 +403,11 @@ def evaluate_cell(
         )
     except _stopping_errors() as error:
         return [error_record(seed, error) for seed in seeds]
+    finally:
+        if not isolate:
+            # Cells in threads of one process: drop what the frameworks compiled for this
+            # cell, or a few hundred cells exhaust the process's memory mappings.
+            implementations.release()
     # Each seed's share of the batch's wall time.
     seconds = (time.perf_counter() - started) / len(seeds)
     return [seed_record(seed, result, seconds) for seed, result in zip(seeds, results, strict=True)]

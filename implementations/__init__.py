@@ -203,6 +203,16 @@ def load(spec: str) -> ModuleType:
     return module
 
 
+def release() -> None:
+    """Call the optional ``release()`` of every built-in implementation this process has
+    imported (``implementations.contract``): what they compiled for past problems is dropped,
+    so a long in-process run does not accumulate it."""
+    for builtin in BUILTINS.values():
+        hook = getattr(sys.modules.get(builtin.module), "release", None)
+        if callable(hook):
+            hook()
+
+
 def _load_builtin(builtin: Builtin) -> ModuleType:
     try:
         return importlib.import_module(builtin.module)

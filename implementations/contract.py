@@ -72,6 +72,11 @@ An implementation module provides (``REQUIRED`` and ``OPTIONAL`` list the names)
   loss and gradient at ``P`` parameter points on all of ``X``, without any update.
 * ``predict(problem, params, X) -> (P, R, O)``: the network output for ``P`` parameter points.
 * optional ``precision_environment() -> dict``: the switches that decide its precision.
+* optional ``release() -> None``: drop what it compiled and cached for past problems. JAX's
+  compiled executables each hold memory mappings (about 330 for one check): a process that
+  checks a few hundred recipes in threads reaches the kernel's map limit (``vm.max_map_count``,
+  65,530) and LLVM fails to allocate. ``implementations.release`` calls it between sweep cells
+  run in-process.
 * optional ``gradient_check(problem, params, X, Y, *, step, atol, rtol) -> dict``: runs its
   own library's finite-difference checker (``scipy.optimize.check_grad``,
   ``torch.autograd.gradcheck``, ``jax.test_util.check_grads``) at one point (parameters with

@@ -486,6 +486,13 @@ def predict(problem: Problem, params: Params, X: np.ndarray) -> np.ndarray:
     return np.asarray(compiled.predict(state, compiled.array(X)), dtype=np.float64)
 
 
+def release() -> None:
+    """Drop the compiled programs (``program``'s cache) and JAX's executables (the contract's
+    ``release``, as ``jax_grad.release``)."""
+    program.cache_clear()
+    jax.clear_caches()
+
+
 def precision_environment() -> dict[str, object]:
     """The switches that decide JAX's arithmetic: x64, default matmul precision, backend."""
     return {

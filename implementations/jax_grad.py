@@ -879,6 +879,12 @@ def predict(problem: Problem, params: Params, X: np.ndarray) -> np.ndarray:
     return np.asarray(jax.device_get(_predict_points(problem.network, device, X)), dtype=np.float64)
 
 
+def release() -> None:
+    """Drop every compiled executable (``jax.clear_caches``; the contract's ``release``): each
+    holds memory mappings, which a process checking hundreds of recipes would exhaust."""
+    jax.clear_caches()
+
+
 def precision_environment() -> dict[str, object]:
     """The configuration that decides JAX's precision: x64, matmul precision, backend, flags."""
     return {

@@ -771,3 +771,25 @@ def test_step_slices_fill_about_the_budget_of_activations():
     assert jax_grad._step_slice(net, 1777, 8, 32) == 1  # 1 MB of activations a point
     assert jax_grad._step_slice(net, 100, 8, 32) == 16  # 59 kB a point: 17 fit
     assert jax_grad._step_slice(net, 100, 8, 4) == 4  # never more than the points
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/maps"), reason="Linux only")
+def test_release_drops_the_memory_mappings_of_compiled_code():
+    """Each compiled executable holds memory mappings (about 330 for one check); ``release``
+    (``jax.clear_caches``) gives them back, so a process checking hundreds of recipes in
+    threads does not reach ``vm.max_map_count``."""
+
+    def mappings() -> int:
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps)
+
+    jax_grad.release()
+    before = mappings()
+    for width in (5, 6, 7):  # widths no other test compiles
+        net = Network((4, width, 3), ("tanh", "sigmoid"), biases=True, loss="mse")
+        problem = Problem(net, Optimizer("sgd", lr=0.1), "float64", Batches(rows=0))
+        params = {name: np.full((1, *shape), 0.1) for name, shape in net.param_shapes.items()}
+        jax_grad.loss_and_grads(problem, params, np.ones((2, 4)), np.ones((2, 3)))
+    compiled = mappings()
+    jax_grad.release()
+    assert compiled > before and mappings() < compiled, (before, compiled, mappings())

@@ -474,3 +474,28 @@ def test_an_in_process_sweep_runs_its_frameworks_with_one_openmp_thread(monkeypa
     monkeypatch.setattr(sweeps, "run", run)
     main(["sweep", "--in-process", "--seeds", "1", "--steps", "2"])
     assert seen == ["1"]
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_cells_in_process_release_what_the_frameworks_compiled(monkeypatch, isolate):
+    """A cell checked in threads of this process ends by releasing the frameworks' compiled
+    code (``implementations.release``): each check's JAX executables hold memory mappings, and
+    about 150 recipes in one process reached the kernel's limit. Worker processes end with
+    their check, so an isolated cell has nothing to release."""
+    import implementations
+
+    released = []
+    monkeypatch.setattr(implementations, "release", lambda: released.append(True))
+    records = sweeps.evaluate_cell(
+        Recipe(steps=2),
+        [0, 1],
+        ("numpy", "torch"),
+        "numpy",
+        "both",
+        None,
+        None,
+        oracles=False,
+        isolate=isolate,
+    )
+    assert [r["verdict"] for r in records] == ["pass", "pass"]
+    assert released == ([] if isolate else [True])
