@@ -200,15 +200,21 @@ def load(spec: str) -> ModuleType:
             f"plugin {spec!r}: its NAME {module.NAME!r} is the built-in {builtin.module}'s; "
             "choose another"
         )
+    _PLUGINS[module.__name__] = module
     return module
 
 
+#: Every plugin module ``load`` returned, by module name (``release`` calls their hooks).
+_PLUGINS: dict[str, ModuleType] = {}
+
+
 def release() -> None:
-    """Call the optional ``release()`` of every built-in implementation this process has
-    imported (``implementations.contract``): what they compiled for past problems is dropped,
-    so a long in-process run does not accumulate it."""
-    for builtin in BUILTINS.values():
-        hook = getattr(sys.modules.get(builtin.module), "release", None)
+    """Call the optional ``release()`` of every implementation this process has imported
+    (built-ins, and plugins ``load`` returned; ``implementations.contract``): what they
+    compiled for past problems is dropped, so a long in-process run does not accumulate it."""
+    modules = [sys.modules.get(builtin.module) for builtin in BUILTINS.values()]
+    for module in (*modules, *_PLUGINS.values()):
+        hook = getattr(module, "release", None)
         if callable(hook):
             hook()
 

@@ -127,7 +127,7 @@ DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 #: Names every implementation module must define, and names it may define.
 REQUIRED = ("NAME", "DTYPES", "train", "step", "loss_and_grads", "predict")
-OPTIONAL = ("SUPPORTS", "precision_environment", "gradient_check", "autodiff_view")
+OPTIONAL = ("SUPPORTS", "precision_environment", "gradient_check", "autodiff_view", "release")
 
 #: A training state or a set of parameters: quantity name -> array (leading point axis).
 State = dict[str, np.ndarray]

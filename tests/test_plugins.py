@@ -417,3 +417,19 @@ def test_kit_turns_a_crash_into_an_assertion_naming_the_function():
 
     message = _caught(_wrapped_numpy(predict=crashing))
     assert message.endswith("predict raised RuntimeError: out of cheese"), message
+
+
+def test_release_calls_the_hook_of_every_loaded_plugin(tmp_path):
+    """``implementations.release`` (between in-process sweep cells) reaches plugins too."""
+    import implementations
+
+    source = (Path(__file__).parent / "plugins" / "numpy_again.py").read_text()
+    plugin = tmp_path / "releasing.py"
+    plugin.write_text(
+        source.replace('NAME = "numpy_again"', 'NAME = "releasing"')
+        + "\nreleased = []\n\n\ndef release():\n    released.append(True)\n"
+    )
+    module = implementations.load(str(plugin))
+    implementations.release()
+    implementations.release()
+    assert module.released == [True, True]
