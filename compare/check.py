@@ -868,9 +868,9 @@ class _Judge:
                     q, before, b, np.maximum(tau, np.nan_to_num(measured, nan=0.0))
                 )
                 allowed = np.maximum(rule.floor, rule.atol + np.nan_to_num(allowance, nan=0.0))
-                close = np.abs(a - b) <= allowed + rule.rtol * np.abs(b)
-                both_nonfinite = ~np.isfinite(a) & ~np.isfinite(b)  # agreement.absolute_error
-                ok &= (close | both_nonfinite).reshape(points, -1).all(axis=1)
+                error = agreement.absolute_error(a, b)  # 0 where both are non-finite
+                close = (error == 0) | (error <= allowed + rule.rtol * np.abs(b))
+                ok &= close.reshape(points, -1).all(axis=1)
         self.first_step_ok[framework] = ok
 
     def first_step_agreed(self, point: int) -> bool:

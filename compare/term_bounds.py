@@ -296,7 +296,7 @@ def pass_bounds(
     net, dtype = problem.network, problem.dtype
     store = storage_rounding(dtype)
     work = working_dtype(dtype)
-    r = store + ELEMENTWISE_ROUNDINGS * tolerances.EPS[working_dtype(dtype)]
+    r = store + ELEMENTWISE_ROUNDINGS * tolerances.EPS[work]
     rows = X.shape[-2]
     out: dict[str, np.ndarray] = {}
     with np.errstate(all="ignore"):
@@ -336,8 +336,7 @@ def pass_bounds(
             e_delta = eG * np.abs(dA) + np.abs(G) * e_dA + r * abs_delta
             if reach is not None:
                 # The chain rule's products may be formed in any order (_derivative_reach).
-                largest = tolerances.LARGEST[work]
-                overflows = (np.abs(G) * reach > largest) | (reach > largest)
+                overflows = np.maximum(np.abs(G), 1.0) * reach > tolerances.LARGEST[work]
                 e_delta = np.where(overflows, np.inf, e_delta)
             A_prev_T = np.swapaxes(np.abs(A_prev), -1, -2)
             out[f"grad:W{layer}"] = (
