@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from oracle_helpers import initial_point
 
 import implementations
-from compare import Recipe, data, oracle, testing, tolerances, weights
+from compare import Recipe, oracle, testing, tolerances
 from implementations import numpy_manual
 from implementations.contract import Batches, Network, Optimizer, Problem
 
@@ -107,14 +108,7 @@ def _wine_raw_sigmoid():
         init_seed=675,
         split_seed=527,
     )
-    dataset = data.load(recipe)
-    problem = recipe.problem(dataset)
-    grid = numpy_manual.numpy_dtype("bfloat16")
-    params = {
-        name: np.asarray(values, grid).astype(np.float64)
-        for name, values in weights.initial_params(recipe, problem.network).items()
-    }
-    return problem, params, dataset.X_train, dataset.Y_train
+    return initial_point(recipe)
 
 
 def test_a_loss_saturated_to_exact_values_reads_the_order_below_a_thousand_roundings():

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from oracle_helpers import initial_point
 
 import implementations
-from compare import Recipe, data, oracle, testing, tolerances, weights
-from implementations import numpy_manual
+from compare import Recipe, oracle, testing, tolerances
 from implementations.contract import Batches, Network, Optimizer, Problem
 
 #: The half-sse derivative scaled by 1.01: every gradient element 1% too large.
@@ -118,14 +118,7 @@ def _wine_bfloat16():
         batch_seed=84,
         init_scheme="lecun",
     )
-    dataset = data.load(recipe)
-    problem = recipe.problem(dataset)
-    grid = numpy_manual.numpy_dtype("bfloat16")
-    params = {
-        name: np.asarray(values, grid).astype(np.float64)
-        for name, values in weights.initial_params(recipe, problem.network).items()
-    }
-    return problem, params, dataset.X_train, dataset.Y_train
+    return initial_point(recipe)
 
 
 def test_a_remainder_whose_cubic_term_cancels_its_square_passes_on_the_cubic_free_order():
